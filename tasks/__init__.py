@@ -1,0 +1,1 @@
+"""Celery tasks: thin glue between the broker, storage and the format core."""

@@ -1,0 +1,1 @@
+"""cityscapes-worker: Cityscapes export and import as a job-queue worker."""

@@ -1,0 +1,207 @@
+"""The per-image export step: shapes in, the image's Cityscapes files out.
+
+All shapes of an image are painted once, as shape indices, with Pillow's polygon rasterizer (the
+one the official scripts use, so the pixels agree exactly); every output image is then a 256-entry
+lookup of that index image, so an image costs one rasterization whatever the number of outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+from worker.cityscapes.labels import IGNORE_TRAIN_ID, Label, LabelMap
+from worker.cityscapes.manifest import ImageRecord, Shape
+from worker.cityscapes.png import encode_png
+from worker.cityscapes.rle import decode_mask
+from worker.errors import ShapeError
+
+MAX_INSTANCES = 1000  # k in class_id * 1000 + k
+MAX_INSTANCE_ID = 65535  # instanceIds images are 16-bit
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    polygons_json: bool = True
+    train_ids: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ZipPart:
+    """One file of the output archive."""
+
+    path: str
+    data: bytes
+    compress: bool = False  # PNGs are compressed already; stored as they are
+
+
+@dataclass
+class ImageExport:
+    parts: list[ZipPart]
+    objects: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def gt_path(image: ImageRecord, kind: str) -> str:
+    """gtFine/<subset>/<city>/<name>_gtFine_<kind>; no city folder when the name has none."""
+    return posixpath.join("gtFine", image.subset, image.city, f"{image.stem}_gtFine_{kind}")
+
+
+def left_image_path(image: ImageRecord, ext: str) -> str:
+    folder = posixpath.join("imgsFine", "leftImg8bit", image.subset, image.city)
+    return posixpath.join(folder, f"{image.stem}_leftImg8bit{ext}")
+
+
+def polygon_vertices(points: np.ndarray) -> np.ndarray:
+    """Integer (N, 2) vertices: each coordinate to the nearest integer, halves up."""
+    return np.floor(points + 0.5).astype(np.int64).reshape(-1, 2)
+
+
+def rectangle_vertices(points: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = polygon_vertices(points).ravel()
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.int64)
+
+
+def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of a mask's components, for polygons.json (which cannot hold masks)."""
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    return [c.reshape(-1, 2) for c in contours if len(c) >= 3]
+
+
+@dataclass(slots=True)
+class _Drawable:
+    label: Label
+    value: int  # instanceIds pixel value
+    vertices: np.ndarray | None  # polygon, or None for a mask
+    mask: np.ndarray | None
+
+
+def export_image(
+    image: ImageRecord, shapes: list[Shape], label_map: LabelMap, options: ExportOptions
+) -> ImageExport:
+    """The Cityscapes files of one image; `shapes` are in drawing order."""
+    warnings: list[str] = []
+    drawables, document = _resolve(image, shapes, label_map, warnings)
+    index = paint_indices(image.width, image.height, drawables)
+
+    size = max(256, len(drawables) + 1)
+    label_lut = np.full(size, label_map.background.id, np.uint8)
+    instance_lut = np.full(size, label_map.background.id, np.uint16)
+    color_lut = np.full(size, _rgba_word(label_map.background.color), np.uint32)
+    for i, item in enumerate(drawables, 1):
+        label_lut[i] = item.label.id
+        instance_lut[i] = item.value
+        color_lut[i] = _rgba_word(item.label.color)
+    outputs = [
+        ("labelIds.png", _lookup(index, label_lut)),
+        # Byte-swapped table: the lookup yields big-endian pixels, as PNG stores them.
+        ("instanceIds.png", _lookup(index, instance_lut.byteswap()).view(">u2")),
+        ("color.png", _lookup(index, color_lut.view(np.int32)).view(np.uint8).reshape(
+            image.height, image.width, 4)),
+    ]
+    if options.train_ids and label_map.official:
+        train_lut = np.full(size, IGNORE_TRAIN_ID, np.uint8)
+        for i, item in enumerate(drawables, 1):
+            train_lut[i] = item.label.train_id if item.label.train_id >= 0 else IGNORE_TRAIN_ID
+        outputs.append(("labelTrainIds.png", _lookup(index, train_lut)))
+
+    parts = [ZipPart(gt_path(image, kind), encode_png(pixels)) for kind, pixels in outputs]
+    if options.polygons_json:
+        parts.append(ZipPart(gt_path(image, "polygons.json"), document, compress=True))
+    return ImageExport(parts, len(drawables), warnings)
+
+
+def _rgba_word(color: tuple[int, int, int]) -> int:
+    r, g, b = color
+    return r | g << 8 | b << 16 | 255 << 24  # little-endian RGBA bytes
+
+
+def _lookup(index: np.ndarray, table: np.ndarray) -> np.ndarray:
+    if index.dtype == np.uint8:
+        return cv2.LUT(index, table[:256])
+    return np.take(table, index)
+
+
+def paint_indices(width: int, height: int, drawables: list[_Drawable]) -> np.ndarray:
+    """(H, W) image of the 1-based index of the last shape covering each pixel (0: none)."""
+    mode = "L" if len(drawables) <= 255 else "I"
+    canvas = Image.new(mode, (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for i, item in enumerate(drawables, 1):
+        if item.vertices is not None:
+            draw.polygon(item.vertices.ravel().tolist(), fill=i)
+        else:
+            canvas.paste(i, None, Image.fromarray(item.mask.view(np.uint8) * np.uint8(255)))
+    return np.asarray(canvas)
+
+
+def _resolve(
+    image: ImageRecord, shapes: list[Shape], label_map: LabelMap, warnings: list[str]
+) -> tuple[list[_Drawable], bytes]:
+    """Drawables in drawing order, and the polygons.json document."""
+    drawables: list[_Drawable] = []
+    objects: list[dict] = []
+    counters: Counter[int] = Counter()
+    unknown: Counter[str] = Counter()
+    undrawn: Counter[str] = Counter()
+    for shape in shapes:
+        where = f"image {image.name!r}, shape {shape.index}"
+        label = label_map.lookup(shape.label)
+        if label is None:
+            unknown[shape.label] += 1
+            label = label_map.background
+        vertices = mask = None
+        if shape.kind == "mask":
+            try:
+                mask = decode_mask(shape.rle or {})
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ShapeError(f"{where}: mask RLE is broken ({exc})") from None
+            outlines = mask_outlines(mask)
+        else:
+            if shape.kind == "rectangle":
+                vertices = rectangle_vertices(shape.points)
+            else:
+                vertices = polygon_vertices(shape.points)
+            if len(vertices) < 3:
+                warnings.append(f"{where}: polygon has {len(vertices)} points (< 3); skipped")
+                continue
+            outlines = [vertices]
+        crowd = shape.is_crowd and label.has_instances
+        name = label.name + "group" if crowd else label.name
+        objects.extend({"label": name, "polygon": o.tolist()} for o in outlines)
+        if label.id < 0:
+            undrawn[label.name] += 1
+            continue
+        value = label.id
+        if label.has_instances and not shape.is_crowd:
+            k = shape.instance
+            if k is None:
+                k = counters[label.id]
+                counters[label.id] += 1
+            value = label.id * 1000 + k
+            if k >= MAX_INSTANCES or value > MAX_INSTANCE_ID:
+                raise ShapeError(
+                    f"{where}: instance id {value} of {label.name!r} cannot be encoded"
+                    f" (class id * 1000 + k must stay below 65536, k below 1000)"
+                )
+        drawables.append(_Drawable(label, value, vertices, mask))
+    for name, count in unknown.items():
+        warnings.append(
+            f"image {image.name!r}: {count} shape(s) of label {name!r}, which is not in the"
+            " label map, drawn as background"
+        )
+    for name, count in undrawn.items():
+        warnings.append(
+            f"image {image.name!r}: {count} shape(s) of {name!r}, a label without a pixel id,"
+            " kept in polygons.json only"
+        )
+    document = {"imgHeight": image.height, "imgWidth": image.width, "objects": objects}
+    return drawables, json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,71 @@
+"""COCO run-length encoding of binary masks (column-major runs, starting with zeros)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def decode_counts(counts: str) -> list[int]:
+    """Run lengths from COCO's compressed string form (6-bit groups, delta-coded from run 3)."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value = shift = 0
+        while True:
+            char = ord(counts[pos]) - 48
+            pos += 1
+            value |= (char & 0x1F) << shift
+            shift += 5
+            if not char & 0x20:
+                if char & 0x10:
+                    value |= -1 << shift
+                break
+            if pos >= len(counts):
+                raise ValueError("RLE string ends inside a number")
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def encode_counts(runs: list[int]) -> str:
+    """The compressed string form of run lengths (inverse of decode_counts)."""
+    out = []
+    for i, run in enumerate(runs):
+        value = run - runs[i - 2] if i > 2 else run
+        while True:
+            char = value & 0x1F
+            value >>= 5
+            more = not ((value == 0 and not char & 0x10) or (value == -1 and char & 0x10))
+            if more:
+                char |= 0x20
+            out.append(chr(char + 48))
+            if not more:
+                break
+    return "".join(out)
+
+
+def decode_mask(rle: dict[str, Any]) -> np.ndarray:
+    """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    runs = decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+    if any(r < 0 for r in runs) or sum(runs) != height * width:
+        raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {height * width}")
+    values = np.zeros(len(runs), np.bool_)
+    values[1::2] = True
+    flat = np.repeat(values, runs)
+    return flat.reshape(width, height).T
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a (height, width) bool mask."""
+    flat = np.asarray(mask, np.bool_).T.reshape(-1)
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], edges, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encode_counts(runs)}

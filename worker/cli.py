@@ -1,0 +1,115 @@
+"""The `cityscapes-worker` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from worker.errors import CityscapesWorkerError
+
+
+def _progress_bar(enabled: bool):
+    """A tqdm bar on a terminal; None elsewhere (logs and pipes get the summary only)."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _export(args: argparse.Namespace) -> int:
+    from worker.jobs import load_label_map_file, parse_export_spec
+    from worker.local import run_export
+
+    label_map = args.label_map
+    if label_map not in ("source", "cityscapes"):
+        label_map = load_label_map_file(label_map)
+    spec = parse_export_spec(
+        {
+            "annotations": args.annotations,
+            "output": args.output,
+            "images": args.images,
+            "save_images": args.save_images,
+            "image_ext": args.image_ext,
+            "label_map": label_map,
+            "polygons_json": not args.no_polygons_json,
+            "train_ids": args.train_ids,
+        }
+    )
+    update, close = _progress_bar(sys.stderr.isatty() and not args.quiet)
+    try:
+        result = run_export(spec, jobs=args.jobs, progress=update)
+    finally:
+        close()
+    for warning in result["warnings"][:20]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(result["warnings"]) > 20:
+        print(f"warning: ... {len(result['warnings']) - 20} more", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['output']}: {result['images']} images, {result['objects']} objects,"
+            f" {len(result['warnings'])} warnings, {result['bytes']} bytes,"
+            f" {result['seconds']:.2f} s"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cityscapes-worker",
+        description="Convert segmentation annotations to and from the Cityscapes format.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="annotations -> Cityscapes zip, in this process")
+    export.add_argument("--annotations", required=True, help="manifest v1 JSON file")
+    export.add_argument("--output", required=True, help="zip to write (appears only when whole)")
+    export.add_argument("--images", help="folder holding the images, by their manifest names")
+    export.add_argument("--save-images", action="store_true", help="add imgsFine/leftImg8bit")
+    export.add_argument("--image-ext", help="convert saved images to this extension (.png)")
+    export.add_argument(
+        "--label-map",
+        default="source",
+        help="source (default: official table when it fits), cityscapes, or a FILE"
+        " (JSON list of {name, color} or label_color.txt)",
+    )
+    export.add_argument("--train-ids", action="store_true", help="also write labelTrainIds PNGs")
+    export.add_argument("--no-polygons-json", action="store_true", help="skip polygons.json")
+    export.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes (all cores)")
+    export.add_argument("--json", action="store_true", help="print the result as JSON")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CityscapesWorkerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a one-line message, the traceback on request
+        if os.environ.get("CITYSCAPES_WORKER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

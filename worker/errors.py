@@ -1,0 +1,43 @@
+"""Exception types of the service, each naming the input at fault.
+
+Client errors are bad input: the job fails at once and is never retried.
+Server errors are faults of the machinery around it (storage, broker): worth a retry.
+"""
+
+
+class CityscapesWorkerError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class ClientError(CityscapesWorkerError):
+    """The job's input is wrong; retrying cannot help."""
+
+
+class ManifestError(ClientError):
+    """The annotations file is malformed; `problems` lists every finding, one line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"{source}: {shown}{more}")
+
+    def __reduce__(self):
+        return (type(self), (self.source, self.problems))
+
+
+class LabelMapError(ClientError):
+    """A label map (task labels or label_color.txt) is malformed."""
+
+
+class ShapeError(ClientError):
+    """A shape cannot be drawn or encoded; the message names the image and the shape."""
+
+
+class ImageSourceError(ClientError):
+    """An image file that the job needs is missing or unreadable."""
+
+
+class ServerError(CityscapesWorkerError):
+    """A fault outside the input (storage, broker); the operation may succeed when retried."""

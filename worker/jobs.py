@@ -1,0 +1,73 @@
+"""Job specs as the backend sends them (plain JSON), validated once at the door."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.cityscapes.labels import Color, LabelMap, parse_color, parse_label_color_txt
+from worker.errors import ClientError, LabelMapError
+
+
+class LabelEntry(BaseModel):
+    name: str
+    color: str
+
+
+class ExportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    annotations: str
+    output: str
+    images: str | None = None
+    save_images: bool = False
+    image_ext: str | None = Field(default=None, pattern=r"^\.[A-Za-z0-9]{1,5}$")
+    label_map: Literal["source", "cityscapes"] | list[LabelEntry] = "source"
+    polygons_json: bool = True
+    train_ids: bool = False
+    job_id: str | None = None
+
+    @field_validator("image_ext")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
+def parse_export_spec(raw: dict[str, Any]) -> ExportSpec:
+    try:
+        return ExportSpec.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ClientError(f"export spec: {details}") from None
+
+
+def build_label_map(spec: ExportSpec, task_labels: list[tuple[str, Color]]) -> LabelMap:
+    """The label map an export uses, from the spec's choice and the annotations' labels."""
+    if isinstance(spec.label_map, list):
+        chosen = [
+            (e.name, parse_color(e.color, f"label_map entry {e.name!r}")) for e in spec.label_map
+        ]
+        return LabelMap.from_task(chosen, "source")
+    return LabelMap.from_task(task_labels, spec.label_map)
+
+
+def load_label_map_file(path: str) -> list[dict[str, str]]:
+    """A label map file: a JSON list of {name, color} or label_color.txt lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelMapError(f"label map {path}: cannot be read ({exc})") from None
+    if text.lstrip().startswith("["):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LabelMapError(f"label map {path}: not valid JSON ({exc})") from None
+        return entries
+    return [
+        {"name": name, "color": "#%02x%02x%02x" % color}
+        for name, color in parse_label_color_txt(text, path)
+    ]
