@@ -1,0 +1,1 @@
+"""Benchmarks against the reference tools, and the side environments those tools live in."""
