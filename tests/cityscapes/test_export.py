@@ -1,0 +1,149 @@
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from worker.cityscapes.export import ExportOptions, export_image, gt_path
+from worker.cityscapes.labels import LabelMap
+from worker.cityscapes.manifest import ImageRecord, Shape
+from worker.cityscapes.rle import encode_mask
+from worker.errors import ShapeError
+
+IMAGE = ImageRecord(1, "lindau/x.png", 40, 20, "train")
+OFFICIAL = LabelMap.cityscapes()
+CUSTOM = LabelMap.from_task([("tree", (0, 255, 0)), ("cat", (9, 8, 7))])
+
+
+def poly(index, label, points, **kw):
+    return Shape(index=index, label=label, kind="polygon", points=np.asarray(points, float), **kw)
+
+
+def pngs(result):
+    return {
+        p.path.rsplit("_gtFine_", 1)[1]: (
+            np.asarray(Image.open(io.BytesIO(p.data))) if p.path.endswith(".png") else json.loads(p.data)
+        )
+        for p in result.parts
+    }
+
+
+def test_masks_paint_their_pixels_in_drawing_order_with_polygons():
+    mask = np.zeros((20, 40), bool)
+    mask[5:15, 10:30] = True
+    mask[8:10, 15:18] = False  # a hole
+    shapes = [
+        poly(0, "road", [0, 0, 39, 0, 39, 19, 0, 19]),
+        Shape(index=1, label="car", kind="mask", rle=encode_mask(mask)),
+        poly(2, "person", [12, 6, 14, 6, 14, 8, 12, 8]),
+    ]
+    out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
+    expected = np.full((20, 40), 7)
+    expected[mask] = 26
+    expected[6:9, 12:15] = 24
+    assert np.array_equal(out["labelIds.png"], expected)
+    instances = out["instanceIds.png"]
+    assert np.array_equal(instances[mask & (expected == 26)], np.full((mask & (expected == 26)).sum(), 26000))
+    assert set(np.unique(instances)) == {7, 26000, 24000}
+    # polygons.json holds the mask as its outline: the official format has no masks.
+    labels = [o["label"] for o in out["polygons.json"]["objects"]]
+    assert labels == ["road", "car", "person"]
+
+
+def test_instances_count_per_class_in_drawing_order_and_keep_given_numbers():
+    shapes = [
+        poly(0, "car", [0, 0, 5, 0, 5, 5]),
+        poly(1, "person", [10, 0, 15, 0, 15, 5]),
+        poly(2, "car", [20, 0, 25, 0, 25, 5], is_crowd=True),
+        poly(3, "car", [30, 0, 35, 0, 35, 5]),
+        poly(4, "car", [0, 10, 5, 10, 5, 15], instance=17),
+        poly(5, "sky", [20, 10, 25, 10, 25, 15], is_crowd=True),
+    ]
+    out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
+    ids = out["instanceIds.png"]
+    assert [ids[1, 4], ids[1, 14], ids[1, 24], ids[1, 34], ids[11, 4], ids[11, 24]] == [
+        26000, 24000, 26, 26001, 26017, 23]
+    names = [o["label"] for o in out["polygons.json"]["objects"]]
+    assert names == ["car", "person", "cargroup", "car", "car", "sky"]
+
+
+def test_custom_label_map_ids_and_instances():
+    shapes = [poly(0, "tree", [0, 0, 9, 0, 9, 9]), poly(1, "cat", [20, 0, 29, 0, 29, 9])]
+    out = pngs(export_image(IMAGE, shapes, CUSTOM, ExportOptions(train_ids=True)))
+    assert out["labelIds.png"][2, 2] == 1 and out["labelIds.png"][2, 22] == 2
+    assert out["instanceIds.png"][2, 2] == 1000 and out["instanceIds.png"][2, 22] == 2000
+    assert tuple(out["color.png"][2, 22]) == (9, 8, 7, 255)
+    assert "labelTrainIds.png" not in out  # no train ids outside the official table
+
+
+def test_train_ids_only_on_request():
+    shapes = [poly(0, "car", [0, 0, 9, 0, 9, 9]), poly(1, "caravan", [20, 0, 29, 0, 29, 9])]
+    assert "labelTrainIds.png" not in pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
+    out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions(train_ids=True)))
+    assert out["labelTrainIds.png"][2, 2] == 13 and out["labelTrainIds.png"][2, 22] == 255
+    assert out["labelTrainIds.png"][15, 5] == 255
+
+
+def test_unknown_labels_become_background_with_a_warning():
+    shapes = [poly(0, "car", [0, 0, 9, 0, 9, 9]), poly(1, "unicorn", [0, 0, 5, 0, 5, 5])]
+    result = export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+    assert pngs(result)["labelIds.png"][1, 3] == 0
+    assert any("'unicorn'" in w and "background" in w for w in result.warnings)
+
+
+def test_polygons_with_fewer_than_three_points_are_skipped_with_a_warning():
+    shapes = [poly(7, "car", [0, 0, 9, 9]), poly(8, "car", [1, 1, 1.2, 1.2, 0.9, 0.9])]
+    result = export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+    assert any("shape 7" in w and "lindau/x.png" in w for w in result.warnings)
+    assert result.objects == 1  # a degenerate polygon of 3 points is still drawn, as officially
+
+
+def test_license_plates_stay_in_polygons_json_only():
+    shapes = [poly(0, "car", [0, 0, 9, 0, 9, 9]), poly(1, "license plate", [2, 2, 6, 2, 6, 4])]
+    result = export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+    out = pngs(result)
+    assert out["labelIds.png"][3, 4] == 26
+    assert [o["label"] for o in out["polygons.json"]["objects"]] == ["car", "license plate"]
+    assert any("license plate" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        ([poly(3, "car", [0, 0, 5, 0, 5, 5], instance=999)] * 2, None),
+        ([poly(i, "car", [0, 0, 5, 0, 5, 5]) for i in range(1001)], "shape 1000"),
+    ],
+)
+def test_instance_overflow_names_the_shape(shapes, message):
+    if message is None:
+        export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+        return
+    with pytest.raises(ShapeError, match=message):
+        export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+
+
+def test_class_ids_above_65_cannot_hold_instances():
+    labels = LabelMap.from_task([(f"l{i}", (i, i, i)) for i in range(70)])
+    with pytest.raises(ShapeError, match="'l66'.*65536"):
+        export_image(IMAGE, [poly(0, "l66", [0, 0, 5, 0, 5, 5])], labels, ExportOptions())
+    export_image(IMAGE, [poly(0, "l66", [0, 0, 5, 0, 5, 5], is_crowd=True)], labels, ExportOptions())
+
+
+def test_more_than_255_shapes_are_painted_exactly():
+    rng = np.random.default_rng(1)
+    shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 42, 8)) for i in range(600)]
+    out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
+    # The same polygons painted one by one with their instance ids, as json2instanceImg does.
+    expected = Image.new("I", (40, 20), 0)
+    draw = ImageDraw.Draw(expected)
+    for i, shape in enumerate(shapes):
+        draw.polygon(shape.points.tolist(), fill=(26, 24)[i % 2] * 1000 + i // 2)
+    assert np.array_equal(out["instanceIds.png"], np.asarray(expected))
+    assert (out["instanceIds.png"] % 1000).max() > 255  # shapes past index 255 show
+
+
+def test_paths_follow_subset_and_city():
+    assert gt_path(IMAGE, "labelIds.png") == "gtFine/train/lindau/x_gtFine_labelIds.png"
+    flat = ImageRecord(1, "x.jpg", 4, 4)
+    assert gt_path(flat, "color.png") == "gtFine/default/x_gtFine_color.png"

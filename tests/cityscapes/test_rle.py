@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from worker.cityscapes.rle import decode_mask, encode_mask
+
+rng = np.random.default_rng(5)
+
+
+def masks():
+    yield np.zeros((5, 7), bool)
+    yield np.ones((5, 7), bool)
+    yield rng.random((31, 17)) < 0.5
+    big = np.zeros((300, 400), bool)
+    big[50:250, 100:380] = True
+    big[120:130, :] = False
+    yield big
+    yield rng.random((64, 64)) < 0.02
+
+
+@pytest.mark.parametrize("mask", list(masks()), ids=lambda m: f"{m.shape}-{int(m.sum())}")
+def test_matches_pycocotools_both_ways(mask):
+    ours = encode_mask(mask)
+    theirs = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert ours["counts"] == theirs["counts"].decode()
+    assert ours["size"] == list(theirs["size"])
+    assert np.array_equal(decode_mask(ours), mask)
+    assert np.array_equal(decode_mask({"size": ours["size"], "counts": ours["counts"]}),
+                          coco_mask.decode(theirs).astype(bool))
+
+
+def test_uncompressed_counts_decode():
+    mask = decode_mask({"size": [2, 3], "counts": [1, 2, 3]})
+    # column-major: pixel order (0,0) (1,0) (0,1) (1,1) (0,2) (1,2) -> 0 1 1 0 0 0
+    assert mask.tolist() == [[False, True, False], [True, False, False]]
+
+
+@pytest.mark.parametrize(
+    "rle",
+    [{"size": [2, 3], "counts": [1, 2]}, {"size": [2, 3], "counts": [1, -2, 7]}, {"size": [2, 2], "counts": "1"}],
+)
+def test_runs_that_do_not_cover_the_mask_are_refused(rle):
+    with pytest.raises(ValueError):
+        decode_mask(rle)
