@@ -51,7 +51,7 @@ def build_label_map(spec: ExportSpec, task_labels: list[tuple[str, Color]]) -> L
         chosen = [
             (e.name, parse_color(e.color, f"label_map entry {e.name!r}")) for e in spec.label_map
         ]
-        return LabelMap.from_task(chosen, "source")
+        return LabelMap.from_task(chosen, "custom")
     return LabelMap.from_task(task_labels, spec.label_map)
 
 

@@ -86,7 +86,7 @@ def scene_shapes(
             x0, y0 = cx, cy
             add(label, "polygon", [x0, y0, x0 + 10, y0 + 5, x0 + 20, y0 + 10], z, crowd)
         else:
-            radius = rng.uniform(6, height * 0.12)
+            radius = rng.uniform(6, max(7.0, height * 0.12))
             add(label, "polygon", _star(rng, cx, cy, radius, int(rng.integers(6, 26))), z, crowd)
     for _ in range(masks):
         mask = np.zeros((height, width), bool)

@@ -247,7 +247,8 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
         try:
             return _read(stream, source, Path(workdir), problem, problems)
         except ijson.JSONError as exc:
-            raise ManifestError(source, [f"is not valid JSON ({exc})"]) from None
+            detail = " ".join(str(exc).split())
+            raise ManifestError(source, [f"is not valid JSON ({detail})"]) from None
 
 
 def _read(stream, source, workdir, problem, problems) -> Manifest:
