@@ -8,7 +8,6 @@ fetched on their own by whichever process draws that image.
 from __future__ import annotations
 
 import json
-import math
 import os
 import posixpath
 import sqlite3
@@ -18,7 +17,15 @@ from typing import Any, BinaryIO, Iterator, Literal
 
 import ijson
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.cityscapes.labels import Color, parse_color
 from worker.errors import LabelMapError, ManifestError
@@ -75,18 +82,11 @@ class ShapeSpec(BaseModel):
     image: int | str
     label: str
     type: Literal["polygon", "rectangle", "mask"]
-    points: list[float] = Field(default_factory=list)
+    points: list[FiniteFloat] = Field(default_factory=list)
     rle: dict[str, Any] | None = None
     z_order: int = 0
     attributes: dict[str, Any] = Field(default_factory=dict)
     instance: int | None = Field(default=None, ge=0, le=999)
-
-    @field_validator("points")
-    @classmethod
-    def _finite(cls, points: list[float]) -> list[float]:
-        if not all(math.isfinite(v) for v in points):
-            raise ValueError("points hold NaN or infinity")
-        return points
 
     @model_validator(mode="after")
     def _geometry(self) -> ShapeSpec:
