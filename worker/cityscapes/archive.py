@@ -1,61 +1,151 @@
-"""Writing the output zip: entries streamed to a temporary file, renamed into place when whole."""
+"""Writing the output zip.
+
+Entries are encoded on their own (local header + data), so that any process can write a run of
+them (a chunk of images) and another can later join the runs and write the central directory,
+ZIP64 where sizes or counts need it. The same code writes a local zip, so an archive made in one
+process and one assembled on the cluster hold the same bytes.
+"""
 
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
 from worker.cityscapes.export import ZipPart
 
-# A fixed timestamp makes the same input give the same archive, byte for byte.
-ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 LABEL_COLOR_FILE = "label_color.txt"
+# Every entry is dated 1980-01-01 00:00 (DOS date 0x21): the same input gives the same bytes.
+_DOS_TIME, _DOS_DATE = 0, (1 << 5) | 1
+_UTF8_FLAG = 0x800
+_ZIP64_LIMIT = 0xFFFFFFFF
+_ENTRY_COUNT_LIMIT = 0xFFFF
+_MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
+_FILE_MODE = 0o100644 << 16
 
 
-def zip_info(part: ZipPart) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(part.path, ENTRY_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED if part.compress else zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16
-    return info
+@dataclass(frozen=True)
+class EntryRecord:
+    """What the central directory says of one entry; `offset` counts from the run's start."""
+
+    name: str
+    crc: int
+    compressed_size: int
+    size: int
+    method: int
+    offset: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def encode_entry(part: ZipPart, offset: int = 0) -> tuple[bytes, EntryRecord]:
+    """A local file header and the entry's data (raw deflate for compressible parts)."""
+    data = part.data
+    if part.compress:
+        packer = zlib.compressobj(1, zlib.DEFLATED, -15)
+        payload = packer.compress(data) + packer.flush()
+        method = zipfile.ZIP_DEFLATED
+    else:
+        payload, method = data, zipfile.ZIP_STORED
+    if len(payload) >= _ZIP64_LIMIT or len(data) >= _ZIP64_LIMIT:
+        raise ValueError(f"{part.path}: entries of 4 GiB or more are not supported")
+    name = part.path.encode("utf-8")
+    flags = 0 if name.isascii() else _UTF8_FLAG
+    crc = zlib.crc32(data)
+    header = struct.pack(
+        "<IHHHHHIIIHH", 0x04034B50, 20, flags, method, _DOS_TIME, _DOS_DATE,
+        crc, len(payload), len(data), len(name), 0,
+    )
+    record = EntryRecord(part.path, crc, len(payload), len(data), method, offset)
+    return header + name + payload, record
+
+
+def encode_entries(parts: Iterable[ZipPart], offset: int = 0) -> tuple[bytes, list[EntryRecord]]:
+    """A run of entries, as a chunk of the archive; offsets count from `offset`."""
+    blobs, records = [], []
+    for part in parts:
+        blob, record = encode_entry(part, offset)
+        blobs.append(blob)
+        records.append(record)
+        offset += len(blob)
+    return b"".join(blobs), records
+
+
+def central_directory(records: list[EntryRecord], start: int) -> bytes:
+    """Central directory and end records for entries whose offsets are final; `start` is where
+    the directory itself begins."""
+    out = []
+    for record in records:
+        name = record.name.encode("utf-8")
+        extra = b""
+        offset, needed = record.offset, 20
+        if offset >= _ZIP64_LIMIT:
+            extra = struct.pack("<HHQ", 0x0001, 8, offset)
+            offset, needed = _ZIP64_LIMIT, 45
+        out.append(
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII", 0x02014B50, _MADE_BY, needed,
+                0 if name.isascii() else _UTF8_FLAG, record.method, _DOS_TIME, _DOS_DATE,
+                record.crc, record.compressed_size, record.size, len(name), len(extra),
+                0, 0, 0, _FILE_MODE, offset,
+            )
+            + name
+            + extra
+        )
+    directory = b"".join(out)
+    count, size = len(records), len(directory)
+    end = b""
+    if count >= _ENTRY_COUNT_LIMIT or size >= _ZIP64_LIMIT or start >= _ZIP64_LIMIT:
+        zip64_end = start + size
+        end += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _MADE_BY, 45, 0, 0, count, count, size, start)
+        end += struct.pack("<IIQI", 0x07064B50, 0, zip64_end, 1)
+        count, size, start = (
+            min(count, _ENTRY_COUNT_LIMIT), min(size, _ZIP64_LIMIT), min(start, _ZIP64_LIMIT)
+        )
+    end += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0)
+    return directory + end
+
+
+def rebase(records: list[EntryRecord], offset: int) -> list[EntryRecord]:
+    return [replace(r, offset=r.offset + offset) for r in records]
 
 
 class ArchiveWriter:
-    """A zip that appears at `path` only once complete; `abort` (or an exception) leaves nothing."""
+    """A local zip that appears at `path` only once complete; on error nothing is left."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.bytes_written = 0
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self._tmp = Path(tmp)
-        self._zip = zipfile.ZipFile(os.fdopen(fd, "w+b"), "w", allowZip64=True, compresslevel=1)
+        self._file = os.fdopen(fd, "wb")
+        self._records: list[EntryRecord] = []
+        self._offset = 0
 
     def add(self, parts: Iterable[ZipPart]) -> None:
-        for part in parts:
-            self._zip.writestr(zip_info(part), part.data)
+        blob, records = encode_entries(parts, self._offset)
+        self._file.write(blob)
+        self._records.extend(records)
+        self._offset += len(blob)
 
     def commit(self) -> int:
-        """Close the archive and move it into place; returns its size in bytes."""
-        fp = self._zip.fp
-        self._zip.close()
-        fp.flush()
-        os.fsync(fp.fileno())
-        fp.close()
+        """Write the central directory and move the archive into place; returns its size."""
+        self._file.write(central_directory(self._records, self._offset))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
         os.chmod(self._tmp, 0o644)
         os.replace(self._tmp, self.path)
-        self.bytes_written = self.path.stat().st_size
-        return self.bytes_written
+        return self.path.stat().st_size
 
     def abort(self) -> None:
-        try:
-            fp = self._zip.fp
-            self._zip.close()
-            if fp:
-                fp.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ArchiveWriter:
         return self
@@ -63,3 +153,10 @@ class ArchiveWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def zip_info(part: ZipPart) -> zipfile.ZipInfo:
+    """Kept for bench scripts that write with zipfile; the product uses encode_entry."""
+    info = zipfile.ZipInfo(part.path, (1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED if part.compress else zipfile.ZIP_STORED
+    return info
