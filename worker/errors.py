@@ -39,5 +39,13 @@ class ImageSourceError(ClientError):
     """An image file that the job needs is missing or unreadable."""
 
 
+class StorageNotFound(ClientError):
+    """An object or bucket named by the job does not exist."""
+
+
+class StorageDenied(ClientError):
+    """The service's credentials may not read or write an object named by the job."""
+
+
 class ServerError(CityscapesWorkerError):
     """A fault outside the input (storage, broker); the operation may succeed when retried."""

@@ -143,6 +143,25 @@ class Shape:
     rle: dict[str, Any] | None = None
 
 
+def shape_to_row(shape: Shape) -> list:
+    """A compact JSON form of a shape, for chunk inputs."""
+    return [shape.index, shape.label, shape.kind, shape.z_order, shape.is_crowd, shape.instance,
+            shape.points.tolist(), shape.rle]
+
+
+def shape_from_row(row: list) -> Shape:
+    index, label, kind, z_order, is_crowd, instance, points, rle = row
+    return Shape(index, label, kind, z_order, is_crowd, instance, np.asarray(points, np.float64), rle)
+
+
+def image_to_row(image: ImageRecord) -> list:
+    return [image.id, image.name, image.width, image.height, image.subset]
+
+
+def image_from_row(row: list) -> ImageRecord:
+    return ImageRecord(*row)
+
+
 def _format_error(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()

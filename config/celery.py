@@ -1,0 +1,35 @@
+"""Celery settings for this workload, derived from the service settings."""
+
+from __future__ import annotations
+
+from config.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        # Plain JSON only: a backend enqueues jobs without our code, and pickle runs code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Chunks are idempotent (each overwrites its own staged part), so a chunk whose worker
+        # died is delivered again rather than lost.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_soft_time_limit": settings.soft_time_limit,
+        "task_time_limit": settings.time_limit,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        "task_default_queue": settings.queue,
+        "task_track_started": True,
+        # Events for Flower.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }

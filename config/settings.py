@@ -1,0 +1,56 @@
+"""Settings from environment variables, validated once when a process starts.
+
+Broker, backend and S3 use the names their own tools read (CELERY_*, AWS_*); the rest of the
+service's knobs are CITYSCAPES_*.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYSCAPES_", extra="ignore", populate_by_name=True)
+
+    broker_url: str = Field("redis://127.0.0.1:6379/0", alias="CELERY_BROKER_URL")
+    result_backend: str = Field("redis://127.0.0.1:6379/1", alias="CELERY_RESULT_BACKEND")
+    # Where job progress lives (a Redis URL); the result backend's Redis by default.
+    progress_url: str | None = None
+    s3_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+    s3_region: str = Field("us-east-1", alias="AWS_DEFAULT_REGION")
+    # Key prefix, in the output's bucket, under which chunks are staged per job.
+    staging_prefix: str = ".cityscapes-staging/"
+    chunk_size: int = Field(16, ge=1, le=10000)  # images per subtask
+    queue: str = "cityscapes"
+    soft_time_limit: int = Field(600, ge=1)  # seconds a task may run before it is told to stop
+    time_limit: int = Field(660, ge=1)  # ... and before it is killed
+    # A message not acknowledged this long (its worker died) is delivered again.
+    visibility_timeout: int = Field(900, ge=10)
+    result_expires: int = Field(7 * 24 * 3600, ge=60)
+    progress_ttl: int = Field(7 * 24 * 3600, ge=60)
+    s3_max_attempts: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Settings:
+        if self.time_limit < self.soft_time_limit:
+            raise ValueError("CITYSCAPES_TIME_LIMIT must be at least CITYSCAPES_SOFT_TIME_LIMIT")
+        if self.visibility_timeout <= self.time_limit:
+            raise ValueError(
+                "CITYSCAPES_VISIBILITY_TIMEOUT must exceed CITYSCAPES_TIME_LIMIT, or running"
+                " tasks are delivered twice"
+            )
+        if self.staging_prefix.startswith("/") or not self.staging_prefix.endswith("/"):
+            raise ValueError("CITYSCAPES_STAGING_PREFIX must be a relative key prefix ending in /")
+        return self
+
+    @property
+    def progress_redis_url(self) -> str:
+        return self.progress_url or self.result_backend
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

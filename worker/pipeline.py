@@ -1,0 +1,102 @@
+"""The export pipeline's steps, shared by the in-process run and the Celery tasks.
+
+plan (read and validate the manifest, choose the label map) -> per image (draw and encode,
+photo when asked) -> assemble (the archive). Where the steps run is the caller's business.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from worker.cityscapes.archive import LABEL_COLOR_FILE
+from worker.cityscapes.export import ExportOptions, ImageExport, ZipPart, export_image
+from worker.cityscapes.images import left_image_part
+from worker.cityscapes.labels import Color, LabelMap
+from worker.cityscapes.manifest import (
+    ImageRecord,
+    Shape,
+    image_from_row,
+    image_to_row,
+    shape_from_row,
+    shape_to_row,
+)
+from worker.errors import ImageSourceError, StorageNotFound
+from worker.jobs import ExportSpec, build_label_map
+from worker.storage import join_url, storage_for
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """What every image of one export shares."""
+
+    label_map: LabelMap
+    options: ExportOptions
+    images: str | None = None  # folder or URL prefix of the photos
+    save_images: bool = False
+    image_ext: str | None = None
+
+    @classmethod
+    def for_spec(cls, spec: ExportSpec, task_labels: list[tuple[str, Color]]) -> ImageJob:
+        return cls(
+            build_label_map(spec, task_labels),
+            ExportOptions(polygons_json=spec.polygons_json, train_ids=spec.train_ids),
+            spec.images,
+            spec.save_images,
+            spec.image_ext,
+        )
+
+    def job_warnings(self, spec: ExportSpec) -> list[str]:
+        if spec.train_ids and not self.label_map.official:
+            return [
+                "train ids were asked for, but the labels are not the Cityscapes table;"
+                " no labelTrainIds written"
+            ]
+        return []
+
+    def label_color_part(self) -> ZipPart:
+        return ZipPart(LABEL_COLOR_FILE, self.label_map.to_label_color_txt().encode(), compress=True)
+
+    def run(self, image: ImageRecord, shapes: list[Shape]) -> ImageExport:
+        result = export_image(image, shapes, self.label_map, self.options)
+        if self.save_images:
+            result.parts.append(left_image_part(image, self.read_photo(image), self.image_ext))
+        return result
+
+    def read_photo(self, image: ImageRecord) -> bytes:
+        if self.images is None:
+            raise ImageSourceError("save_images needs the images location (--images)")
+        url = join_url(self.images, image.name)
+        try:
+            return storage_for(url).read(url)
+        except StorageNotFound:
+            raise ImageSourceError(f"image {image.name!r}: cannot be read from {url}") from None
+
+
+def chunk_input(
+    spec: ExportSpec,
+    task_labels: list[tuple[str, Color]],
+    items: list[tuple[ImageRecord, list[Shape]]],
+    first: bool,
+) -> bytes:
+    """What one chunk task needs, as JSON: the spec, the task labels, its images and shapes."""
+    return json.dumps(
+        {
+            "spec": spec.model_dump(),
+            "labels": [[name, list(color)] for name, color in task_labels],
+            "first": first,
+            "items": [[image_to_row(i), [shape_to_row(s) for s in shapes]] for i, shapes in items],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def read_chunk_input(data: bytes) -> tuple[ExportSpec, ImageJob, bool, list[tuple[ImageRecord, list[Shape]]]]:
+    document = json.loads(data)
+    spec = ExportSpec.model_validate(document["spec"])
+    labels = [(name, tuple(color)) for name, color in document["labels"]]
+    items = [
+        (image_from_row(image), [shape_from_row(s) for s in shapes])
+        for image, shapes in document["items"]
+    ]
+    return spec, ImageJob.for_spec(spec, labels), document["first"], items

@@ -1,0 +1,42 @@
+"""The storage interface the tasks use; each scheme implements it beside this module."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+def join_url(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+class Storage(ABC):
+    """Whole objects addressed by URL. Errors: worker.errors.StorageNotFound and
+    StorageDenied for the input's fault (no retry), ServerError for the service's."""
+
+    @abstractmethod
+    def read(self, url: str) -> bytes: ...
+
+    @abstractmethod
+    def read_range(self, url: str, start: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def write(self, url: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def download(self, url: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def delete_prefix(self, url: str) -> int:
+        """Remove every object under `url` (a folder-like prefix); returns how many."""
+
+    @abstractmethod
+    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes) -> int:
+        """Write `url` as the concatenation of `sources` (url, size) followed by `tail`.
+
+        The object appears whole or not at all. Returns its size in bytes.
+        """
+
+    @abstractmethod
+    def abort_uploads(self, url: str) -> int:
+        """Abort unfinished compositions of `url`; returns how many."""
