@@ -66,6 +66,61 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_export(args: argparse.Namespace) -> int:
+    from worker import client
+
+    spec = {
+        "annotations": args.annotations,
+        "output": args.output,
+        "images": args.images,
+        "save_images": args.save_images,
+        "label_map": args.label_map if args.label_map in ("source", "cityscapes")
+        else _label_map_file(args.label_map),
+        "train_ids": args.train_ids,
+    }
+    job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
+    print(job_id)
+    if not args.wait:
+        return 0
+    return _follow(job_id, args.quiet)
+
+
+def _label_map_file(path: str):
+    from worker.jobs import load_label_map_file
+
+    return load_label_map_file(path)
+
+
+def _follow(job_id: str, quiet: bool) -> int:
+    from worker import client
+
+    update, close = _progress_bar(sys.stderr.isatty() and not quiet)
+    try:
+        final = client.wait(
+            job_id, on_progress=lambda s: update and s["total"] and update(s["done"], s["total"])
+        )
+    finally:
+        close()
+    print(json.dumps(final))
+    return 0 if final["state"] == "SUCCESS" else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from worker import client
+
+    if args.wait:
+        return _follow(args.job_id, args.quiet)
+    print(json.dumps(client.status(args.job_id)))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from worker import client
+
+    print(json.dumps(client.cancel(args.job_id)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cityscapes-worker",
@@ -91,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=_export)
+
+    submit = commands.add_parser("submit", help="queue a job on the cluster")
+    submit_jobs = submit.add_subparsers(dest="job", required=True)
+    remote = submit_jobs.add_parser("export", help="queue an export (s3:// or shared paths)")
+    remote.add_argument("--annotations", required=True)
+    remote.add_argument("--output", required=True)
+    remote.add_argument("--images")
+    remote.add_argument("--save-images", action="store_true")
+    remote.add_argument("--label-map", default="source")
+    remote.add_argument("--train-ids", action="store_true")
+    remote.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    remote.add_argument("--quiet", action="store_true")
+    remote.set_defaults(handler=_submit_export)
+
+    state = commands.add_parser("status", help="a job's state and progress, as JSON")
+    state.add_argument("job_id")
+    state.add_argument("--wait", action="store_true")
+    state.add_argument("--quiet", action="store_true")
+    state.set_defaults(handler=_status)
+
+    stop = commands.add_parser("cancel", help="cancel a job and remove what it staged")
+    stop.add_argument("job_id")
+    stop.set_defaults(handler=_cancel)
     return parser
 
 

@@ -37,8 +37,13 @@ def start(job_id: str, kind: str) -> None:
     _write(job_id, {"state": "PLANNING", "kind": kind, "done": 0, "total": 0, "images_done": 0})
 
 
-def planned(job_id: str, chunks: int, images: int, chunk_ids: list[str]) -> None:
-    _write(job_id, {"state": "RUNNING", "total": chunks, "images": images, "chunk_ids": chunk_ids})
+def describe(job_id: str, **fields: str) -> None:
+    """Locations a later cleanup needs (output, staging)."""
+    _write(job_id, fields)
+
+
+def planned(job_id: str, chunks: int, images: int) -> None:
+    _write(job_id, {"state": "RUNNING", "total": chunks, "images": images})
 
 
 def chunk_done(job_id: str, chunk: int, images: int) -> None:
@@ -71,7 +76,7 @@ def read(job_id: str) -> dict[str, Any]:
     for field, value in raw.items():
         if field in ("done", "total", "images_done", "images"):
             out[field] = int(value)
-        elif field in ("result", "chunk_ids"):
+        elif field == "result":
             out[field] = json.loads(value)
         else:
             out[field] = value

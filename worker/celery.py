@@ -1,0 +1,19 @@
+"""The Celery app: `celery -A worker worker` finds it here."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import celeryd_init
+
+from config.celery import celery_config
+from config.settings import get_settings
+
+app = Celery("cityscapes_worker", include=["tasks.export"])
+app.conf.update(celery_config(get_settings()))
+
+
+@celeryd_init.connect
+def _validate_settings(**_: object) -> None:
+    """A bad setting stops the worker at start-up, not at its first job."""
+    get_settings.cache_clear()
+    get_settings()

@@ -1,0 +1,70 @@
+"""The client a backend (or the CLI) uses: submit, follow, cancel. Jobs are plain JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from worker import progress
+from worker.jobs import parse_export_spec
+
+
+def _app():
+    from worker.celery import app
+
+    return app
+
+
+def submit_export(spec: dict[str, Any]) -> str:
+    """Queue an export; returns the job id at once. The spec is checked here first."""
+    checked = parse_export_spec(spec)
+    payload = checked.model_dump(exclude_none=True)
+    result = _app().send_task("cityscapes.export", kwargs=payload, task_id=checked.job_id)
+    return result.id
+
+
+def status(job_id: str) -> dict[str, Any]:
+    """{state, done, total, images_done, images, result | error}; state PENDING until a worker
+    takes the job."""
+    state = progress.read(job_id)
+    if not state:
+        return {"state": "PENDING", "done": 0, "total": 0}
+    out = {k: state.get(k, 0) for k in ("state", "done", "total", "images_done", "images")}
+    if "result" in state:
+        out["result"] = state["result"]
+    if state.get("state") in ("FAILURE", "CANCELLED"):
+        out["error"] = state.get("error", "")
+    return out
+
+
+def cancel(job_id: str) -> dict[str, Any]:
+    """Stop the job's remaining chunks and remove what it staged or half-uploaded."""
+    from tasks.export import chunk_id
+
+    state = progress.read(job_id)
+    if state.get("state") in progress.TERMINAL:
+        return status(job_id)
+    progress.cancel(job_id)
+    app = _app()
+    app.control.revoke([job_id] + [chunk_id(job_id, i) for i in range(state.get("total", 0))])
+    app.send_task("cityscapes.cleanup", args=[job_id])
+    return status(job_id)
+
+
+def wait(
+    job_id: str,
+    timeout: float | None = None,
+    poll: float = 0.2,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Block until the job ends (or `timeout` seconds pass); returns its last status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = status(job_id)
+        if on_progress:
+            on_progress(current)
+        if current["state"] in progress.TERMINAL:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(poll)
