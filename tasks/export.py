@@ -117,6 +117,9 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
     store.write(_part_url(staging, index), blob)
     store.write(_records_url(staging, index), json.dumps([r.to_json() for r in records]).encode())
+    if progress.is_cancelled(job_id):  # cancelled while drawing: leave nothing behind
+        store.delete_prefix(join_url(staging, "parts"))
+        return {"chunk": index, "cancelled": True}
     progress.chunk_done(job_id, index, len(items))
     if len(warnings) > MAX_WARNINGS_PER_CHUNK:
         extra = len(warnings) - MAX_WARNINGS_PER_CHUNK

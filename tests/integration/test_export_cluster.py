@@ -118,3 +118,22 @@ def test_a_bad_manifest_fails_at_planning(s3, workers):
     final = client.wait(missing, timeout=30)
     assert final["state"] == "FAILURE" and "nope.json" in final["error"]
     assert keys(s3, "out/ds3.zip") == [] and keys(s3, "out/ds4.zip") == []
+
+
+def test_cancel_mid_job_stops_it_and_leaves_nothing(s3, workers):
+    from worker import client
+
+    manifest = make_manifest(60, width=1024, height=512, seed=4, objects=40, stuff_vertices=100)
+    put_dataset(s3, "ds5", manifest, photos=False)
+    job_id = client.submit_export({"annotations": f"s3://{BUCKET}/ds5/annotations.json",
+                                   "output": f"s3://{BUCKET}/out/ds5.zip"})
+    client.wait(job_id, timeout=60, poll=0.01,
+                on_progress=lambda s: s["done"] >= 2 and client.cancel(job_id))
+    state = client.wait(job_id, timeout=30)
+    assert state["state"] == "CANCELLED" and state["done"] < state["total"]
+    time.sleep(2)  # chunks that were running finish and see the cancellation
+    deadline = time.monotonic() + 20
+    while keys(s3, f".cityscapes-staging/{job_id}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert keys(s3, f".cityscapes-staging/{job_id}") == []
+    assert keys(s3, "out/ds5.zip") == []

@@ -1,0 +1,69 @@
+"""Flower, started against the same broker, shows a job's tasks and their states."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.integration.conftest import BUCKET, ROOT, free_port, wait_until
+from tests.integration.test_export_cluster import put_dataset
+from worker.synth import make_manifest
+
+AUTH = "operator:s3cret"
+
+
+def get(url):
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def flower(cluster_env, workers, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "flower.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
+         "--address=127.0.0.1", f"--basic-auth={AUTH}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: len(get(f"{url}/api/workers?refresh=1")) >= 2, 60, "flower")
+    yield url
+    proc.terminate()
+    proc.wait(20)
+
+
+def test_flower_lists_the_job_tasks_with_their_states(s3, flower):
+    from worker import client
+
+    manifest = make_manifest(9, width=256, height=128, seed=3, objects=10, stuff_vertices=20)
+    put_dataset(s3, "fl", manifest, photos=False)
+    job_id = client.submit_export({"annotations": f"s3://{BUCKET}/fl/annotations.json",
+                                   "output": f"s3://{BUCKET}/out/fl.zip"})
+    assert client.wait(job_id, timeout=60)["state"] == "SUCCESS"
+
+    def job_tasks():
+        tasks = get(f"{flower}/api/tasks")
+        mine = {tid: t for tid, t in tasks.items() if tid.startswith(job_id)}
+        names = {t["name"] for t in mine.values()}
+        done = all(t["state"] == "SUCCESS" for t in mine.values())
+        if {"cityscapes.export_chunk", "cityscapes.export_assemble"} <= names and done:
+            return mine
+        return None
+
+    mine = wait_until(job_tasks, 20, "the job's tasks in flower")
+    chunks = [t for t in mine.values() if t["name"] == "cityscapes.export_chunk"]
+    assert len(chunks) == 3
+    assert {t["worker"].split("@")[0] for t in chunks} <= {"w1", "w2"}
+
+
+def test_flower_refuses_requests_without_credentials(flower):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{flower}/api/tasks", timeout=5)
+    assert info.value.code == 401
