@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from worker.cityscapes.archive import LABEL_COLOR_FILE
+from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
 from worker.cityscapes.export import ExportOptions, ImageExport, ZipPart, export_image
 from worker.cityscapes.images import left_image_part
 from worker.cityscapes.labels import Color, LabelMap
@@ -24,6 +24,16 @@ from worker.cityscapes.manifest import (
 from worker.errors import ImageSourceError, StorageNotFound
 from worker.jobs import ExportSpec, build_label_map
 from worker.storage import join_url, storage_for
+
+
+@dataclass
+class ImageRun:
+    """One image's zip entries, encoded where the image was drawn."""
+
+    blob: bytes
+    records: list[EntryRecord]
+    objects: int
+    warnings: list[str]
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,11 @@ class ImageJob:
         if self.save_images:
             result.parts.append(left_image_part(image, self.read_photo(image), self.image_ext))
         return result
+
+    def encode(self, image: ImageRecord, shapes: list[Shape]) -> ImageRun:
+        result = self.run(image, shapes)
+        blob, records = encode_entries(result.parts)
+        return ImageRun(blob, records, result.objects, result.warnings)
 
     def read_photo(self, image: ImageRecord) -> bytes:
         if self.images is None:

@@ -132,7 +132,7 @@ def test_class_ids_above_65_cannot_hold_instances():
 
 def test_more_than_255_shapes_are_painted_exactly():
     rng = np.random.default_rng(1)
-    shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 42, 8)) for i in range(600)]
+    shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 40, 8)) for i in range(600)]
     out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
     # The same polygons painted one by one with their instance ids, as json2instanceImg does.
     expected = Image.new("I", (40, 20), 0)
@@ -147,3 +147,15 @@ def test_paths_follow_subset_and_city():
     assert gt_path(IMAGE, "labelIds.png") == "gtFine/train/lindau/x_gtFine_labelIds.png"
     flat = ImageRecord(1, "x.jpg", 4, 4)
     assert gt_path(flat, "color.png") == "gtFine/default/x_gtFine_color.png"
+
+
+@pytest.mark.parametrize("points", [[1, 1, 1e9, 1, 10, 9], [-45, 0, 5, 0, 5, 5], [0, 0, 5, 41, 5, 5]])
+def test_coordinates_far_outside_the_image_name_the_shape(points):
+    with pytest.raises(ShapeError, match="shape 4: coordinates lie far outside the 40x20 image"):
+        export_image(IMAGE, [poly(4, "car", points)], OFFICIAL, ExportOptions())
+
+
+def test_coordinates_just_past_the_border_are_clipped_as_officially():
+    out = pngs(export_image(IMAGE, [poly(0, "road", [-39, -19, 79, -19, 79, 39])], OFFICIAL,
+                            ExportOptions()))
+    assert (out["labelIds.png"] == 7).sum() > 0

@@ -116,6 +116,29 @@ def rebase(records: list[EntryRecord], offset: int) -> list[EntryRecord]:
     return [replace(r, offset=r.offset + offset) for r in records]
 
 
+def join_runs(runs: Iterable[tuple[bytes, list[EntryRecord]]]) -> tuple[bytes, list[EntryRecord]]:
+    """Runs encoded apart (each with offsets from its own start) as one run."""
+    blobs, records, offset = [], [], 0
+    for blob, run_records in runs:
+        blobs.append(blob)
+        records.extend(rebase(run_records, offset))
+        offset += len(blob)
+    return b"".join(blobs), records
+
+
+def copy_range(source_fd: int, target_fd: int, offset: int, size: int) -> None:
+    """Append `size` bytes of `source_fd` from `offset` to `target_fd` (at its position)."""
+    while size > 0:
+        try:
+            copied = os.copy_file_range(source_fd, target_fd, size, offset)
+        except OSError:  # another file system, or no such call: copy through memory
+            copied = os.write(target_fd, os.pread(source_fd, min(size, 1 << 24), offset))
+        if copied <= 0:
+            raise OSError(f"copy of {size} bytes at {offset} stopped")
+        offset += copied
+        size -= copied
+
+
 class ArchiveWriter:
     """A local zip that appears at `path` only once complete; on error nothing is left."""
 
@@ -128,10 +151,22 @@ class ArchiveWriter:
         self._offset = 0
 
     def add(self, parts: Iterable[ZipPart]) -> None:
-        blob, records = encode_entries(parts, self._offset)
+        self.add_run(*encode_entries(parts))
+
+    def add_run(self, blob: bytes, records: list[EntryRecord]) -> None:
+        """Entries encoded elsewhere (offsets from the run's start)."""
         self._file.write(blob)
-        self._records.extend(records)
+        self._records.extend(rebase(records, self._offset))
         self._offset += len(blob)
+
+    def add_spooled(self, path: str, offset: int, size: int, records: list[EntryRecord]) -> None:
+        """A run that another process wrote to a file: copied by the kernel, not through Python."""
+        self._file.flush()
+        with open(path, "rb") as source:
+            copy_range(source.fileno(), self._file.fileno(), offset, size)
+        self._file.seek(0, os.SEEK_END)
+        self._records.extend(rebase(records, self._offset))
+        self._offset += size
 
     def commit(self) -> int:
         """Write the central directory and move the archive into place; returns its size."""
@@ -154,9 +189,3 @@ class ArchiveWriter:
         if exc_type is not None:
             self.abort()
 
-
-def zip_info(part: ZipPart) -> zipfile.ZipInfo:
-    """Kept for bench scripts that write with zipfile; the product uses encode_entry."""
-    info = zipfile.ZipInfo(part.path, (1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED if part.compress else zipfile.ZIP_STORED
-    return info

@@ -7,13 +7,13 @@ lookup of that index image, so an image costs one rasterization whatever the num
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import orjson
 from PIL import Image, ImageDraw
 
 from worker.cityscapes.labels import IGNORE_TRAIN_ID, Label, LabelMap
@@ -22,8 +22,12 @@ from worker.cityscapes.png import encode_png
 from worker.cityscapes.rle import decode_mask
 from worker.errors import ShapeError
 
+cv2.setNumThreads(1)  # parallelism comes from processes, one per core
+
 MAX_INSTANCES = 1000  # k in class_id * 1000 + k
 MAX_INSTANCE_ID = 65535  # instanceIds images are 16-bit
+# Vertices further than this many image sizes outside the image are taken for broken data.
+FAR_OUTSIDE = 1
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ def _resolve(
     """Drawables in drawing order, and the polygons.json document."""
     drawables: list[_Drawable] = []
     objects: list[dict] = []
+    size = np.array([image.width, image.height])
     counters: Counter[int] = Counter()
     unknown: Counter[str] = Counter()
     undrawn: Counter[str] = Counter()
@@ -173,10 +178,15 @@ def _resolve(
             if len(vertices) < 3:
                 warnings.append(f"{where}: polygon has {len(vertices)} points (< 3); skipped")
                 continue
+            low, high = vertices.min(axis=0), vertices.max(axis=0)
+            if (low < -FAR_OUTSIDE * size).any() or (high > (1 + FAR_OUTSIDE) * size).any():
+                raise ShapeError(
+                    f"{where}: coordinates lie far outside the {image.width}x{image.height} image"
+                )
             outlines = [vertices]
         crowd = shape.is_crowd and label.has_instances
         name = label.name + "group" if crowd else label.name
-        objects.extend({"label": name, "polygon": o.tolist()} for o in outlines)
+        objects.extend({"label": name, "polygon": o} for o in outlines)
         if label.id < 0:
             undrawn[label.name] += 1
             continue
@@ -204,4 +214,4 @@ def _resolve(
             " kept in polygons.json only"
         )
     document = {"imgHeight": image.height, "imgWidth": image.width, "objects": objects}
-    return drawables, json.dumps(document, separators=(",", ":")).encode()
+    return drawables, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)

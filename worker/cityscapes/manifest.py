@@ -33,8 +33,6 @@ from worker.errors import LabelMapError, ManifestError
 MANIFEST_VERSION = 1
 MAX_IMAGE_SIDE = 32768
 MAX_PROBLEMS = 100
-# Vertices further than this many image sizes outside the image are taken for broken data.
-FAR_OUTSIDE = 1.0
 
 
 def check_relative_path(value: str, what: str) -> str:
@@ -270,14 +268,51 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
             raise ManifestError(source, [f"is not valid JSON ({detail})"]) from None
 
 
+_HEAD_KEYS = ("version", "labels", "images")
+_CONTAINER_START = ("start_map", "start_array")
+_CONTAINER_END = ("end_map", "end_array")
+
+
+def _read_head(stream: BinaryIO) -> dict[str, list]:
+    """version, labels and images in one pass that stops where the shapes begin, when they come
+    last (as writers put them); otherwise it walks on past them."""
+    stream.seek(0)
+    found: dict[str, list] = {key: [] for key in _HEAD_KEYS}
+    complete: set[str] = set()
+    builder, depth, sink = None, 0, None
+    for prefix, event, value in ijson.parse(stream, use_float=True):
+        if builder is not None:
+            builder.event(event, value)
+            depth += (event in _CONTAINER_START) - (event in _CONTAINER_END)
+            if depth == 0:
+                sink.append(builder.value)
+                builder = None
+            continue
+        if prefix == "" and event == "map_key":
+            if value == "shapes" and complete >= set(_HEAD_KEYS):
+                break
+            complete.add(value)
+        elif prefix == "version" and event not in _CONTAINER_START + _CONTAINER_END:
+            found["version"].append(value)
+        elif prefix in ("labels.item", "images.item"):
+            sink = found[prefix.split(".")[0]]
+            if event in _CONTAINER_START:
+                builder, depth = ijson.ObjectBuilder(), 1
+                builder.event(event, value)
+            else:
+                sink.append(value)
+    return found
+
+
 def _read(stream, source, workdir, problem, problems) -> Manifest:
-    versions = list(_items(stream, "version"))
+    head = _read_head(stream)
+    versions = head["version"]
     if versions != [MANIFEST_VERSION]:
         found = versions[0] if versions else "none"
         raise ManifestError(source, [f"version is {found!r}; this service reads version 1"])
 
     labels: list[tuple[str, Color]] = []
-    for i, raw in enumerate(_items(stream, "labels.item")):
+    for i, raw in enumerate(head["labels"]):
         try:
             spec = LabelSpec.model_validate(raw)
             labels.append((spec.name, parse_color(spec.color, f"label {spec.name!r}")))
@@ -289,7 +324,7 @@ def _read(stream, source, workdir, problem, problems) -> Manifest:
     images: list[ImageRecord] = []
     index_of: dict[int | str, int] = {}
     seen_paths: dict[tuple[str, str], str] = {}
-    for i, raw in enumerate(_items(stream, "images.item")):
+    for i, raw in enumerate(head["images"]):
         try:
             spec = ImageSpec.model_validate(raw)
         except ValidationError as exc:
@@ -331,12 +366,6 @@ def _read(stream, source, workdir, problem, problems) -> Manifest:
             continue
         record = images[image_index]
         points = np.asarray(spec.points, np.float64)
-        if points.size and _far_outside(points, record.width, record.height):
-            problem(
-                f"shapes[{i}] (image {record.name!r}, label {spec.label!r}): coordinates lie"
-                f" far outside the {record.width}x{record.height} image"
-            )
-            continue
         rle = None
         if spec.rle is not None:
             if [int(v) for v in spec.rle["size"]] != [record.height, record.width]:
@@ -369,12 +398,3 @@ def _read(stream, source, workdir, problem, problems) -> Manifest:
         raise ManifestError(source, problems)
     return Manifest(labels, images, store, count)
 
-
-def _far_outside(points: np.ndarray, width: int, height: int) -> bool:
-    xs, ys = points[0::2], points[1::2]
-    return bool(
-        xs.min() < -FAR_OUTSIDE * width
-        or xs.max() > (1 + FAR_OUTSIDE) * width
-        or ys.min() < -FAR_OUTSIDE * height
-        or ys.max() > (1 + FAR_OUTSIDE) * height
-    )
