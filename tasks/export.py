@@ -24,7 +24,13 @@ from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
 from worker import progress
 from worker.celery import app
-from worker.cityscapes.archive import EntryRecord, central_directory, encode_entries, rebase
+from worker.cityscapes.archive import (
+    EntryRecord,
+    central_directory,
+    encode_entries,
+    join_runs,
+    rebase,
+)
 from worker.cityscapes.manifest import read_manifest
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
@@ -106,14 +112,14 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
         return {"chunk": index, "cancelled": True}
     store = storage_for(staging)
     spec, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
-    parts = [job.label_color_part()] if first else []
+    runs = [encode_entries([job.label_color_part()])] if first else []
     objects, warnings = 0, []
     for image, shapes in items:
-        result = job.run(image, shapes)
-        parts.extend(result.parts)
+        result = job.encode(image, shapes)
+        runs.append((result.blob, result.records))
         objects += result.objects
         warnings.extend(result.warnings)
-    blob, records = encode_entries(parts)
+    blob, records = join_runs(runs)
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
     store.write(_part_url(staging, index), blob)
     store.write(_records_url(staging, index), json.dumps([r.to_json() for r in records]).encode())

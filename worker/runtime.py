@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_TRIM_THRESHOLD = -1
@@ -26,11 +25,10 @@ def tune_process() -> None:
     _done = True
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        try:
-            libc = ctypes.CDLL(libc_name)
-            libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_KEEP)
-            libc.mallopt(_M_TRIM_THRESHOLD, _HEAP_KEEP)
-        except (OSError, AttributeError):  # not glibc: keep its defaults
-            pass
+    try:
+        # By soname: ctypes.util.find_library would run ldconfig in a child process.
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_KEEP)
+        libc.mallopt(_M_TRIM_THRESHOLD, _HEAP_KEEP)
+    except (OSError, AttributeError):  # not glibc: keep its defaults
+        pass
