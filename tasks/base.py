@@ -30,7 +30,7 @@ class JobTask(Task):
         job_id = self.job_id(task_id, args)
         message = str(exc) if isinstance(exc, (ClientError, ServerError)) else (
             f"unexpected {type(exc).__name__}: {exc}")
-        log.error("job %s: task %s failed: %s", job_id, self.name, message)
+        log.error("task %s failed: %s", self.name, message, extra={"job_id": job_id})
         if progress.read(job_id).get("state") not in progress.TERMINAL:
             progress.fail(job_id, message)
 

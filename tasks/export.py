@@ -75,7 +75,7 @@ def export(self, **raw_spec):
     staging = staging_url(spec.output, job_id)
     progress.describe(job_id, output=spec.output, staging=staging)
     staging_store = storage_for(staging)
-    log.info("job %s: planning export of %s", job_id, spec.annotations)
+    log.info("planning export of %s", spec.annotations, extra={"job_id": job_id})
     try:
         with tempfile.TemporaryDirectory(prefix="cityscapes-plan-") as workdir:
             path = Path(workdir) / "annotations.json"
@@ -102,7 +102,7 @@ def export(self, **raw_spec):
         export_failed.s(job_id, spec.output, staging)
     )
     progress.planned(job_id, len(chunks), len(images))
-    log.info("job %s: %d images in %d chunks", job_id, len(images), len(chunks))
+    log.info("%d images in %d chunks", len(images), len(chunks), extra={"job_id": job_id})
     raise self.replace(chord(header, callback))
 
 
@@ -159,14 +159,14 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         "warnings": warnings + [w for c in chunks for w in c["warnings"]],
     }
     progress.finish(job_id, result)
-    log.info("job %s: wrote %s (%d bytes)", job_id, output, size)
+    log.info("wrote %s (%d bytes)", output, size, extra={"job_id": job_id})
     return result
 
 
 @app.task(name="cityscapes.export_failed")
 def export_failed(request, exc, traceback, job_id: str, output: str, staging: str) -> None:
     """Errback of the chord: nothing half-written stays behind."""
-    log.error("job %s failed: %s", job_id, exc)
+    log.error("failed: %s", exc, extra={"job_id": job_id})
     if progress.read(job_id).get("state") not in progress.TERMINAL:
         progress.fail(job_id, str(exc))
     discard_job_files(output, staging)

@@ -28,12 +28,9 @@ def _progress_bar(enabled: bool):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from worker.jobs import load_label_map_file, parse_export_spec
+    from worker.jobs import parse_export_spec
     from worker.local import run_export
 
-    label_map = args.label_map
-    if label_map not in ("source", "cityscapes"):
-        label_map = load_label_map_file(label_map)
     spec = parse_export_spec(
         {
             "annotations": args.annotations,
@@ -41,7 +38,7 @@ def _export(args: argparse.Namespace) -> int:
             "images": args.images,
             "save_images": args.save_images,
             "image_ext": args.image_ext,
-            "label_map": label_map,
+            "label_map": _label_map(args.label_map),
             "polygons_json": not args.no_polygons_json,
             "train_ids": args.train_ids,
         }
@@ -74,8 +71,7 @@ def _submit_export(args: argparse.Namespace) -> int:
         "output": args.output,
         "images": args.images,
         "save_images": args.save_images,
-        "label_map": args.label_map if args.label_map in ("source", "cityscapes")
-        else _label_map_file(args.label_map),
+        "label_map": _label_map(args.label_map),
         "train_ids": args.train_ids,
     }
     job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
@@ -85,10 +81,13 @@ def _submit_export(args: argparse.Namespace) -> int:
     return _follow(job_id, args.quiet)
 
 
-def _label_map_file(path: str):
+def _label_map(value: str):
+    """source, cityscapes, or the entries of a label map file."""
+    if value in ("source", "cityscapes"):
+        return value
     from worker.jobs import load_label_map_file
 
-    return load_label_map_file(path)
+    return load_label_map_file(value)
 
 
 def _follow(job_id: str, quiet: bool) -> int:
