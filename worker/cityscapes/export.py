@@ -84,8 +84,7 @@ def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
 class _Drawable:
     label: Label
     value: int  # instanceIds pixel value
-    vertices: np.ndarray | None  # polygon, or None for a mask
-    mask: np.ndarray | None
+    geometry: np.ndarray  # (N, 2) polygon vertices or an (H, W) bool mask
 
 
 def export_image(
@@ -94,7 +93,7 @@ def export_image(
     """The Cityscapes files of one image; `shapes` are in drawing order."""
     warnings: list[str] = []
     drawables, document = _resolve(image, shapes, label_map, warnings)
-    index = paint_indices(image.width, image.height, drawables)
+    index = paint_indices(image.width, image.height, [d.geometry for d in drawables])
 
     size = max(256, len(drawables) + 1)
     label_lut = np.full(size, label_map.background.id, np.uint8)
@@ -105,17 +104,17 @@ def export_image(
         instance_lut[i] = item.value
         color_lut[i] = _rgba_word(item.label.color)
     outputs = [
-        ("labelIds.png", _lookup(index, label_lut)),
+        ("labelIds.png", lookup(index, label_lut)),
         # Byte-swapped table: the lookup yields big-endian pixels, as PNG stores them.
-        ("instanceIds.png", _lookup(index, instance_lut.byteswap()).view(">u2")),
-        ("color.png", _lookup(index, color_lut.view(np.int32)).view(np.uint8).reshape(
+        ("instanceIds.png", lookup(index, instance_lut.byteswap()).view(">u2")),
+        ("color.png", lookup(index, color_lut.view(np.int32)).view(np.uint8).reshape(
             image.height, image.width, 4)),
     ]
     if options.train_ids and label_map.official:
         train_lut = np.full(size, IGNORE_TRAIN_ID, np.uint8)
         for i, item in enumerate(drawables, 1):
             train_lut[i] = item.label.train_id if item.label.train_id >= 0 else IGNORE_TRAIN_ID
-        outputs.append(("labelTrainIds.png", _lookup(index, train_lut)))
+        outputs.append(("labelTrainIds.png", lookup(index, train_lut)))
 
     parts = [ZipPart(gt_path(image, kind), encode_png(pixels)) for kind, pixels in outputs]
     if options.polygons_json:
@@ -128,22 +127,26 @@ def _rgba_word(color: tuple[int, int, int]) -> int:
     return r | g << 8 | b << 16 | 255 << 24  # little-endian RGBA bytes
 
 
-def _lookup(index: np.ndarray, table: np.ndarray) -> np.ndarray:
+def lookup(index: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[index], for an index image of paint_indices (table at least 256 entries long)."""
     if index.dtype == np.uint8:
         return cv2.LUT(index, table[:256])
     return np.take(table, index)
 
 
-def paint_indices(width: int, height: int, drawables: list[_Drawable]) -> np.ndarray:
-    """(H, W) image of the 1-based index of the last shape covering each pixel (0: none)."""
-    mode = "L" if len(drawables) <= 255 else "I"
+def paint_indices(width: int, height: int, geometries: list[np.ndarray]) -> np.ndarray:
+    """(H, W) image of the 1-based index of the last shape covering each pixel (0: none).
+
+    A geometry is either (N, 2) integer polygon vertices or an (H, W) bool mask.
+    """
+    mode = "L" if len(geometries) <= 255 else "I"
     canvas = Image.new(mode, (width, height), 0)
     draw = ImageDraw.Draw(canvas)
-    for i, item in enumerate(drawables, 1):
-        if item.vertices is not None:
-            draw.polygon(item.vertices.ravel().tolist(), fill=i)
+    for i, geometry in enumerate(geometries, 1):
+        if geometry.dtype == np.bool_:
+            canvas.paste(i, None, Image.fromarray(geometry.view(np.uint8) * np.uint8(255)))
         else:
-            canvas.paste(i, None, Image.fromarray(item.mask.view(np.uint8) * np.uint8(255)))
+            draw.polygon(geometry.ravel().tolist(), fill=i)
     return np.asarray(canvas)
 
 
@@ -163,13 +166,13 @@ def _resolve(
         if label is None:
             unknown[shape.label] += 1
             label = label_map.background
-        vertices = mask = None
         if shape.kind == "mask":
             try:
                 mask = decode_mask(shape.rle or {})
             except (ValueError, KeyError, TypeError) as exc:
                 raise ShapeError(f"{where}: mask RLE is broken ({exc})") from None
             outlines = mask_outlines(mask)
+            geometry = mask
         else:
             if shape.kind == "rectangle":
                 vertices = rectangle_vertices(shape.points)
@@ -184,6 +187,7 @@ def _resolve(
                     f"{where}: coordinates lie far outside the {image.width}x{image.height} image"
                 )
             outlines = [vertices]
+            geometry = vertices
         crowd = shape.is_crowd and label.has_instances
         name = label.name + "group" if crowd else label.name
         objects.extend({"label": name, "polygon": o} for o in outlines)
@@ -202,7 +206,7 @@ def _resolve(
                     f"{where}: instance id {value} of {label.name!r} cannot be encoded"
                     f" (class id * 1000 + k must stay below 65536, k below 1000)"
                 )
-        drawables.append(_Drawable(label, value, vertices, mask))
+        drawables.append(_Drawable(label, value, geometry))
     for name, count in unknown.items():
         warnings.append(
             f"image {image.name!r}: {count} shape(s) of label {name!r}, which is not in the"
