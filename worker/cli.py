@@ -43,9 +43,28 @@ def _export(args: argparse.Namespace) -> int:
             "train_ids": args.train_ids,
         }
     )
+    return _run_local(run_export, spec, args, "objects")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from worker.jobs import parse_import_spec
+    from worker.local_import import run_import
+
+    spec = parse_import_spec({
+        "archive": args.archive,
+        "output": args.output,
+        "format": args.format,
+        "shapes": args.shapes,
+        **({"labels": _label_map(args.labels)} if args.labels else {}),
+    })
+    return _run_local(run_import, spec, args, "shapes")
+
+
+def _run_local(run, spec, args: argparse.Namespace, counted: str) -> int:
+    """Run a job in this process with a progress bar; print warnings and the summary."""
     update, close = _progress_bar(sys.stderr.isatty() and not args.quiet)
     try:
-        result = run_export(spec, jobs=args.jobs, progress=update)
+        result = run(spec, jobs=args.jobs, progress=update)
     finally:
         close()
     for warning in result["warnings"][:20]:
@@ -56,7 +75,7 @@ def _export(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"{result['output']}: {result['images']} images, {result['objects']} objects,"
+            f"{result['output']}: {result['images']} images, {result[counted]} {counted},"
             f" {len(result['warnings'])} warnings, {result['bytes']} bytes,"
             f" {result['seconds']:.2f} s"
         )
@@ -145,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=_export)
+
+    imp = commands.add_parser("import", help="Cityscapes zip -> annotations, in this process")
+    imp.add_argument("--archive", required=True, help="the Cityscapes zip")
+    imp.add_argument("--output", required=True, help="annotations file to write")
+    imp.add_argument("--format", choices=["manifest", "coco"], default="manifest")
+    imp.add_argument("--shapes", choices=["polygon", "mask"], default="polygon")
+    imp.add_argument("--labels", help="task labels to map onto (JSON list or label_color.txt)")
+    imp.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes (all cores)")
+    imp.add_argument("--json", action="store_true", help="print the result as JSON")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(handler=_import)
 
     submit = commands.add_parser("submit", help="queue a job on the cluster")
     submit_jobs = submit.add_subparsers(dest="job", required=True)

@@ -35,14 +35,32 @@ class ExportSpec(BaseModel):
         return value.lower() if value else value
 
 
-def parse_export_spec(raw: dict[str, Any]) -> ExportSpec:
+class ImportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    archive: str
+    output: str
+    format: Literal["manifest", "coco"] = "manifest"
+    labels: list[LabelEntry] | None = None
+    shapes: Literal["polygon", "mask"] = "polygon"
+    job_id: str | None = None
+
+
+def _parse(model: type[BaseModel], raw: dict[str, Any], what: str) -> Any:
     try:
-        return ExportSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         details = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise ClientError(f"export spec: {details}") from None
+        raise ClientError(f"{what} spec: {details}") from None
+
+
+def parse_export_spec(raw: dict[str, Any]) -> ExportSpec:
+    return _parse(ExportSpec, raw, "export")
+
+
+def parse_import_spec(raw: dict[str, Any]) -> ImportSpec:
+    return _parse(ImportSpec, raw, "import")
 
 
 def build_label_map(spec: ExportSpec, task_labels: list[tuple[str, Color]]) -> LabelMap:

@@ -155,6 +155,13 @@ class LabelMap:
     def lookup(self, name: str) -> Label | None:
         return self._by_key.get(normalize_name(name))
 
+    def by_id(self, label_id: int) -> Label | None:
+        """The label a pixel value's class id stands for (first in the table)."""
+        for label in self.labels:
+            if label.id == label_id:
+                return label
+        return None
+
     def drawn(self) -> list[Label]:
         """Labels with a pixel value, in id order."""
         return sorted((label for label in self.labels if label.id >= 0), key=lambda lb: lb.id)

@@ -1,0 +1,118 @@
+"""Import: round trips through export, layouts of other tools, and archives not to be trusted."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.cityscapes.png import encode_png
+from worker.cityscapes.reader import ArchiveError, scan_archive
+from worker.jobs import parse_export_spec, parse_import_spec
+from worker.local import run_export
+from worker.local_import import run_import
+from worker.synth import make_manifest
+
+
+def pixels(archive: zipfile.ZipFile, suffix: str) -> dict[str, np.ndarray]:
+    return {n: np.asarray(Image.open(io.BytesIO(archive.read(n))))
+            for n in archive.namelist() if n.endswith(suffix)}
+
+
+def export(manifest_path, out, **extra):
+    run_export(parse_export_spec({"annotations": str(manifest_path), "output": str(out), **extra}), jobs=1)
+    return zipfile.ZipFile(out)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("import")
+    manifest = make_manifest(4, width=320, height=160, seed=21, objects=40, stuff_vertices=40, masks=3)
+    path = tmp / "m.json"
+    path.write_text(json.dumps(manifest))
+    return tmp, export(path, tmp / "src.zip", polygons_json=False)
+
+
+@pytest.mark.parametrize("shapes", ["polygon", "mask"])
+def test_round_trip_reproduces_every_pixel(source, shapes):
+    tmp, original = source
+    result = run_import(parse_import_spec({"archive": original.filename, "output": str(tmp / f"{shapes}.json"),
+                                           "shapes": shapes}), jobs=2)
+    assert result["images"] == 4 and result["changed_pixels"] == 0
+    again = export(tmp / f"{shapes}.json", tmp / f"again-{shapes}.zip", polygons_json=False)
+    for suffix in ("instanceIds.png", "labelIds.png", "color.png"):
+        before, after = pixels(original, suffix), pixels(again, suffix)
+        assert before.keys() == after.keys() and len(before) == 4
+        for name in before:
+            assert np.array_equal(before[name], after[name]), (name, int((before[name] != after[name]).sum()))
+
+
+def test_image_names_are_item_names(source):
+    tmp, original = source
+    run_import(parse_import_spec({"archive": original.filename, "output": str(tmp / "n.json")}), jobs=1)
+    manifest = json.loads((tmp / "n.json").read_text())
+    names = sorted(i["name"] for i in manifest["images"])
+    assert names[0].startswith("frankfurt/frankfurt_") and not names[0].endswith(".png")
+    shape = next(s for s in manifest["shapes"] if "instance" in s)
+    assert shape["attributes"]["is_crowd"] is False and 0 <= shape["instance"] < 1000
+
+
+def zip_of(members: dict[str, bytes]) -> zipfile.ZipFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return zipfile.ZipFile(buffer)
+
+
+IDS = np.zeros((8, 12), np.uint16)
+IDS[1:4, 1:5] = 26001
+IDS[5:7, 2:9] = 7
+PNG = encode_png(IDS)
+
+
+def test_seed_layout_with_a_top_folder_and_label_colors_txt(tmp_path):
+    archive = zip_of({
+        "export/label_colors.txt": b"0 0 0 background\n128 64 128 road\n",
+        "export/gtFine/lindau/lindau_000000_000019_gtFine_instanceIds.png": PNG,
+    })
+    index = scan_archive(archive)
+    assert [(i.subset, i.name) for i in index.items] == [("default", "lindau/lindau_000000_000019")]
+    assert index.label_file == "export/label_colors.txt"
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        ("../evil/gtFine/a/x_gtFine_instanceIds.png", "zip-slip"),
+        ("/abs/gtFine/a/x_gtFine_instanceIds.png", "zip-slip"),
+        ("gtFine\\a\\x_gtFine_instanceIds.png", "zip-slip"),
+        ("other/x.png", "no gtFine"),
+    ],
+)
+def test_hostile_or_foreign_member_names_are_refused(member, message):
+    with pytest.raises(ArchiveError, match=message):
+        scan_archive(zip_of({member: PNG}))
+
+
+def test_zip_bombs_are_refused():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("gtFine/a/x_gtFine_instanceIds.png", b"\0" * (64 << 20))
+    with pytest.raises(ArchiveError, match="zip bomb"):
+        scan_archive(zipfile.ZipFile(buffer))
+
+
+def test_decompression_bomb_png_and_wrong_depth_are_refused(tmp_path):
+    from worker.cityscapes.reader import decode_ids_png
+
+    big = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(big, "PNG")
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        decode_ids_png(big.getvalue(), "gtFine/a/x_gtFine_instanceIds.png")
+    with pytest.raises(ArchiveError, match="8- or 16-bit grey"):
+        decode_ids_png(encode_png(np.zeros((4, 4, 3), np.uint8)), "m")
+    with pytest.raises(ArchiveError, match="not a readable PNG"):
+        decode_ids_png(PNG[:40], "m")

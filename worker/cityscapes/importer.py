@@ -1,0 +1,128 @@
+"""The per-image import step: an item's files (bytes) in, manifest v1 image and shapes out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worker.cityscapes.labels import LabelMap
+from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
+from worker.cityscapes.trace import segments, trace_shapes
+from worker.errors import ClientError
+
+
+@dataclass
+class ImportedImage:
+    image: dict[str, Any]
+    shapes: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    changed_pixels: int = 0  # pixels the polygon form draws differently from the source
+
+
+def import_item(
+    item: Item, files: dict[str, bytes], label_map: LabelMap, shapes: str = "polygon"
+) -> ImportedImage:
+    """Shapes of one item from the best file it has: polygons.json (exact polygons), else
+    instanceIds, else labelIds, else color (each fallback loses something: warned)."""
+    warnings: list[str] = []
+    if "polygons" in files and shapes == "polygon":
+        return _from_polygons(item, files["polygons"], label_map)
+    if "instanceIds" in files:
+        ids = decode_ids_png(files["instanceIds"], item.members["instanceIds"]).astype(np.int32)
+    elif "labelIds" in files:
+        ids = decode_ids_png(files["labelIds"], item.members["labelIds"]).astype(np.int32)
+        warnings.append(f"image {item.name!r}: no instanceIds; read labelIds (no instances)")
+    elif "color" in files:
+        ids = _ids_from_colors(decode_color_png(files["color"], item.members["color"]), label_map)
+        warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
+    else:
+        raise ClientError(f"image {item.name!r}: no instanceIds, labelIds or color image")
+    ids = _known_values(ids, item, label_map, warnings)
+    height, width = ids.shape
+    image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
+    out: list[dict[str, Any]] = []
+    changed = 0
+    if shapes == "mask":
+        for z, segment in enumerate(segments(ids)):
+            out.append(_shape(segment.value, label_map, z, {"type": "mask", "rle": segment.rle}))
+    else:
+        regions, changed = trace_shapes(ids)
+        for z, region in enumerate(regions):
+            points = region.polygon.reshape(-1).tolist()
+            out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
+        if changed:
+            warnings.append(
+                f"image {item.name!r}: the polygons redraw {changed} pixels differently"
+                " (use shapes=mask for exact masks)"
+            )
+    return ImportedImage(image, out, warnings, changed)
+
+
+def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str, Any]:
+    class_id = value // 1000 if value >= 1000 else value
+    label = label_map.by_id(class_id)
+    assert label is not None  # _known_values dropped the rest
+    shape = {"label": label.name, "z_order": z, **geometry,
+             "attributes": {"is_crowd": value < 1000 and label.has_instances}}
+    if value >= 1000:
+        shape["instance"] = value % 1000
+    return shape
+
+
+def _known_values(ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]) -> np.ndarray:
+    """Pixels whose class is not in the label map are reported and treated as background."""
+    counts = np.bincount(ids.ravel())  # values are 16-bit at most: one pass, no sort
+    known = {label.id for label in label_map.labels if label.id >= 0}
+    unknown = [(int(v), int(counts[v])) for v in np.flatnonzero(counts)
+               if (v // 1000 if v >= 1000 else v) not in known]
+    if not unknown:
+        return ids
+    ids = ids.copy()
+    for value, count in unknown:
+        ids[ids == value] = label_map.background.id
+        warnings.append(
+            f"image {item.name!r}: pixel value {value} (class id"
+            f" {value // 1000 if value >= 1000 else value}) is not in the label map;"
+            f" {count} pixels read as background"
+        )
+    return ids
+
+
+def _ids_from_colors(rgb: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    ids = np.zeros(packed.shape, np.int32)
+    for label in reversed(label_map.drawn()):  # the first label of a shared colour wins
+        r, g, b = label.color
+        ids[packed == (r << 16 | g << 8 | b)] = label.id
+    return ids
+
+
+def _from_polygons(item: Item, data: bytes, label_map: LabelMap) -> ImportedImage:
+    member = item.members["polygons"]
+    try:
+        document = json.loads(data)
+        width, height = int(document["imgWidth"]), int(document["imgHeight"])
+        objects = list(document["objects"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ClientError(f"member {member!r}: not a Cityscapes polygons file ({exc})") from None
+    warnings: list[str] = []
+    out = []
+    for z, obj in enumerate(objects):
+        name = str(obj.get("label", ""))
+        crowd = False
+        label = label_map.lookup(name)
+        if label is None and name.endswith("group"):
+            label, crowd = label_map.lookup(name[: -len("group")]), True
+        polygon = obj.get("polygon") or []
+        if label is None or obj.get("deleted"):
+            if label is None:
+                warnings.append(f"image {item.name!r}: object {z} of unknown label {name!r} skipped")
+            continue
+        points = [float(v) for point in polygon for v in point[:2]]
+        out.append({"label": label.name, "type": "polygon", "points": points, "z_order": z,
+                    "attributes": {"is_crowd": crowd}})
+    image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
+    return ImportedImage(image, out, warnings)

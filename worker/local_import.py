@@ -1,0 +1,125 @@
+"""The import in one process on local files (the CLI's `import`): a pool of forked processes
+decodes and traces the items; the parent streams the manifest out, so memory stays flat."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from worker.cityscapes.importer import ImportedImage, import_item
+from worker.cityscapes.labels import LabelMap, parse_label_color_txt
+from worker.cityscapes.reader import ArchiveError, Item, read_member, scan_archive
+from worker.errors import ClientError
+from worker.jobs import ImportSpec
+from worker.storage.local import local_path
+
+Progress = Callable[[int, int], None]
+MAX_MEMBER_BYTES = 512 << 20
+
+_state: tuple[str, LabelMap, str] | None = None
+_archive: zipfile.ZipFile | None = None
+
+
+def archive_label_map(archive: zipfile.ZipFile, label_file: str | None) -> LabelMap:
+    """The archive's own label_color.txt (line order = id), else the Cityscapes table."""
+    if label_file is None:
+        return LabelMap.cityscapes()
+    text = read_member(archive, label_file, 1 << 20).decode("utf-8", errors="replace")
+    labels = parse_label_color_txt(text, label_file)
+    official = LabelMap.cityscapes([name for name, _ in labels])
+    if all(getattr(official.lookup(name), "id", None) == i for i, (name, _) in enumerate(labels)):
+        return official  # the official table, in its order: keep its instance flags, plates
+    return LabelMap.from_task(labels, "custom")
+
+
+def _init(path: str, label_map: LabelMap, shapes: str) -> None:
+    global _state, _archive
+    _state = (path, label_map, shapes)
+    _archive = None
+
+
+def _import_one(item: Item) -> ImportedImage:
+    global _archive
+    assert _state is not None
+    path, label_map, shapes = _state
+    if _archive is None:  # one handle per process: a shared one would share its file offset
+        _archive = zipfile.ZipFile(path)
+    files = {kind: read_member(_archive, member, MAX_MEMBER_BYTES)
+             for kind, member in item.members.items()}
+    return import_item(item, files, label_map, shapes)
+
+
+def _imports(path: str, items: list[Item], label_map: LabelMap, shapes: str, jobs: int) -> Iterator[ImportedImage]:
+    if jobs <= 1 or len(items) <= 1:
+        _init(path, label_map, shapes)
+        yield from map(_import_one, items)
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(min(jobs, len(items)), _init, (path, label_map, shapes)) as pool:
+        yield from pool.imap(_import_one, items, chunksize=1)
+
+
+def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
+    started = time.perf_counter()
+    if spec.format != "manifest" or spec.labels is not None:
+        raise ClientError("import: COCO output and mapping onto task labels are not available yet")
+    archive_path = str(local_path(spec.archive))
+    output = local_path(spec.output)
+    if not output.parent.is_dir():
+        raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except FileNotFoundError:
+        raise ClientError(f"{spec.archive}: no such file") from None
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{spec.archive}: not a zip archive ({exc})") from None
+    with archive:
+        index = scan_archive(archive)
+        label_map = archive_label_map(archive, index.label_file)
+    warnings = list(index.warnings)
+    images: list[dict] = []
+    shapes_written = changed = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    try:
+        with tempfile.TemporaryFile("w+") as shapes_file, os.fdopen(fd, "w") as out:
+            first = True
+            results = _imports(archive_path, index.items, label_map, spec.shapes, jobs or os.cpu_count() or 1)
+            for number, result in enumerate(results, 1):
+                result.image["id"] = number
+                images.append(result.image)
+                for shape in result.shapes:
+                    shapes_file.write(("" if first else ",") + json.dumps({"image": number, **shape}))
+                    first = False
+                    shapes_written += 1
+                warnings.extend(result.warnings)
+                changed += result.changed_pixels
+                if progress:
+                    progress(number, len(index.items))
+            labels = [{"name": lb.name, "color": "#%02x%02x%02x" % lb.color}
+                      for lb in label_map.labels if lb.id >= 0]
+            out.write('{"version":1,"labels":' + json.dumps(labels))
+            out.write(',"images":' + json.dumps(images) + ',"shapes":[')
+            shapes_file.seek(0)
+            while chunk := shapes_file.read(1 << 20):
+                out.write(chunk)
+            out.write("]}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {
+        "output": spec.output,
+        "images": len(images),
+        "shapes": shapes_written,
+        "changed_pixels": changed,
+        "bytes": output.stat().st_size,
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
