@@ -26,7 +26,7 @@ class JobTask(Task):
     def job_id(self, task_id: str, args: tuple) -> str:
         return task_id
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = self.job_id(task_id, args)
         message = str(exc) if isinstance(exc, (ClientError, ServerError)) else (
             f"unexpected {type(exc).__name__}: {exc}")

@@ -9,7 +9,7 @@ from config.celery import celery_config
 from config.settings import get_settings
 from worker.logs import use_json_logs
 
-app = Celery("cityscapes_worker", include=["tasks.export"])
+app = Celery("cityscapes_worker", include=["tasks.jobs", "tasks.export", "tasks.imports"])
 app.conf.update(celery_config(get_settings()))
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from worker.errors import CityscapesWorkerError
 
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - a one-line message, the traceback on request
+    except Exception as exc:
         if os.environ.get("CITYSCAPES_WORKER_DEBUG"):
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from worker import progress
-from worker.jobs import parse_export_spec
+from worker.jobs import parse_export_spec, parse_import_spec
 
 
 def _app():
@@ -20,6 +21,14 @@ def submit_export(spec: dict[str, Any]) -> str:
     checked = parse_export_spec(spec)
     payload = checked.model_dump(exclude_none=True)
     result = _app().send_task("cityscapes.export", kwargs=payload, task_id=checked.job_id)
+    return result.id
+
+
+def submit_import(spec: dict[str, Any]) -> str:
+    """Queue an import; returns the job id at once."""
+    checked = parse_import_spec(spec)
+    payload = checked.model_dump(exclude_none=True)
+    result = _app().send_task("cityscapes.import", kwargs=payload, task_id=checked.job_id)
     return result.id
 
 
@@ -39,7 +48,7 @@ def status(job_id: str) -> dict[str, Any]:
 
 def cancel(job_id: str) -> dict[str, Any]:
     """Stop the job's remaining chunks and remove what it staged or half-uploaded."""
-    from tasks.export import chunk_id
+    from tasks.jobs import chunk_id
 
     state = progress.read(job_id)
     if state.get("state") in progress.TERMINAL:

@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.cityscapes.labels import Color, LabelMap, parse_color, parse_label_color_txt
+from worker.cityscapes.labels import (
+    Color,
+    LabelMap,
+    color_hex,
+    parse_color,
+    parse_label_color_txt,
+)
 from worker.errors import ClientError, LabelMapError
 
 
@@ -86,6 +92,6 @@ def load_label_map_file(path: str) -> list[dict[str, str]]:
             raise LabelMapError(f"label map {path}: not valid JSON ({exc})") from None
         return entries
     return [
-        {"name": name, "color": "#%02x%02x%02x" % color}
+        {"name": name, "color": color_hex(color)}
         for name, color in parse_label_color_txt(text, path)
     ]

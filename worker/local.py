@@ -12,8 +12,9 @@ import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from worker.cityscapes.archive import ArchiveWriter, EntryRecord
 from worker.cityscapes.manifest import ImageRecord, ShapeStore, read_manifest

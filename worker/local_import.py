@@ -9,12 +9,18 @@ import os
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from worker.cityscapes.importer import ImportedImage, import_item
-from worker.cityscapes.labels import LabelMap, parse_label_color_txt
-from worker.cityscapes.reader import ArchiveError, Item, read_member, scan_archive
+from worker.cityscapes.labels import LabelMap
+from worker.cityscapes.reader import (
+    ArchiveError,
+    Item,
+    archive_label_map,
+    read_member,
+    scan_archive,
+)
 from worker.errors import ClientError
 from worker.jobs import ImportSpec
 from worker.storage.local import local_path
@@ -24,18 +30,6 @@ MAX_MEMBER_BYTES = 512 << 20
 
 _state: tuple[str, LabelMap, str] | None = None
 _archive: zipfile.ZipFile | None = None
-
-
-def archive_label_map(archive: zipfile.ZipFile, label_file: str | None) -> LabelMap:
-    """The archive's own label_color.txt (line order = id), else the Cityscapes table."""
-    if label_file is None:
-        return LabelMap.cityscapes()
-    text = read_member(archive, label_file, 1 << 20).decode("utf-8", errors="replace")
-    labels = parse_label_color_txt(text, label_file)
-    official = LabelMap.cityscapes([name for name, _ in labels])
-    if all(getattr(official.lookup(name), "id", None) == i for i, (name, _) in enumerate(labels)):
-        return official  # the official table, in its order: keep its instance flags, plates
-    return LabelMap.from_task(labels, "custom")
 
 
 def _init(path: str, label_map: LabelMap, shapes: str) -> None:
@@ -91,8 +85,7 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
             first = True
             results = _imports(archive_path, index.items, label_map, spec.shapes, jobs or os.cpu_count() or 1)
             for number, result in enumerate(results, 1):
-                result.image["id"] = number
-                images.append(result.image)
+                images.append({"id": number, **result.image})
                 for shape in result.shapes:
                     shapes_file.write(("" if first else ",") + json.dumps({"image": number, **shape}))
                     first = False
@@ -101,8 +94,7 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
                 changed += result.changed_pixels
                 if progress:
                     progress(number, len(index.items))
-            labels = [{"name": lb.name, "color": "#%02x%02x%02x" % lb.color}
-                      for lb in label_map.labels if lb.id >= 0]
+            labels = label_map.manifest_labels()
             out.write('{"version":1,"labels":' + json.dumps(labels))
             out.write(',"images":' + json.dumps(images) + ',"shapes":[')
             shapes_file.seek(0)

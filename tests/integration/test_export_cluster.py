@@ -72,7 +72,7 @@ def test_cluster_export_equals_the_in_process_export(s3, workers, tmp_path):
     # Chunks ran on both workers; nothing is left in staging.
     from celery.result import AsyncResult
 
-    from tasks.export import chunk_id
+    from tasks.jobs import chunk_id
 
     hosts = {AsyncResult(chunk_id(job_id, i), app=app).result and
              AsyncResult(chunk_id(job_id, i), app=app)._get_task_meta().get("worker")

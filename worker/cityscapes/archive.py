@@ -13,9 +13,9 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable
 
 from worker.cityscapes.export import ZipPart
 

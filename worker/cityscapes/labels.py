@@ -8,8 +8,8 @@ tools read our output unchanged. Any other task gets ids in its own label order,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from worker.errors import LabelMapError
 
@@ -166,6 +166,10 @@ class LabelMap:
         """Labels with a pixel value, in id order."""
         return sorted((label for label in self.labels if label.id >= 0), key=lambda lb: lb.id)
 
+    def manifest_labels(self) -> list[dict[str, str]]:
+        """The drawable labels as manifest v1 entries, in id order."""
+        return [{"name": label.name, "color": color_hex(label.color)} for label in self.drawn()]
+
     def to_label_color_txt(self) -> str:
         lines = ["# r g b label_name"]
         for i, label in enumerate(self.labels):
@@ -174,6 +178,10 @@ class LabelMap:
             r, g, b = label.color
             lines.append(f"{r} {g} {b} {self._file_names.get(i, label.name)}")
         return "\n".join(lines) + "\n"
+
+
+def color_hex(color: Color) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
 
 
 def fits_official_table(task_labels: Sequence[tuple[str, Color]]) -> bool:

@@ -11,9 +11,10 @@ import json
 import os
 import posixpath
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Literal
 
 import ijson
 import numpy as np

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from worker.cityscapes.labels import LabelMap, parse_label_color_txt
 from worker.errors import ClientError
 
 KNOWN_SUBSETS = frozenset({"train", "val", "test", "default", "train_extra", "trainextra"})
@@ -164,3 +165,15 @@ def decode_color_png(data: bytes, member: str) -> np.ndarray:
     if header.size[0] * header.size[1] > MAX_PIXELS:
         raise ArchiveError(f"member {member!r}: {header.size}, too many pixels (decompression bomb?)")
     return np.asarray(header.convert("RGB"))
+
+
+def archive_label_map(archive: zipfile.ZipFile, label_file: str | None) -> LabelMap:
+    """The archive's own label_color.txt (line order = id), else the Cityscapes table."""
+    if label_file is None:
+        return LabelMap.cityscapes()
+    text = read_member(archive, label_file, 1 << 20).decode("utf-8", errors="replace")
+    labels = parse_label_color_txt(text, label_file)
+    official = LabelMap.cityscapes([name for name, _ in labels])
+    if all(getattr(official.lookup(name), "id", None) == i for i, (name, _) in enumerate(labels)):
+        return official  # the official table, in its order: keep its instance flags, plates
+    return LabelMap.from_task(labels, "custom")

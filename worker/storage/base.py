@@ -21,6 +21,9 @@ class Storage(ABC):
     def read_range(self, url: str, start: int, length: int) -> bytes: ...
 
     @abstractmethod
+    def size(self, url: str) -> int: ...
+
+    @abstractmethod
     def write(self, url: str, data: bytes) -> None: ...
 
     @abstractmethod

@@ -32,6 +32,12 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise StorageNotFound(f"{url}: no such file") from None
 
+    def size(self, url: str) -> int:
+        try:
+            return local_path(url).stat().st_size
+        except FileNotFoundError:
+            raise StorageNotFound(f"{url}: no such file") from None
+
     def write(self, url: str, data: bytes) -> None:
         path = local_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)

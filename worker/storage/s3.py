@@ -8,12 +8,14 @@ and jitter; what remains is sorted into the input's fault (missing, denied) or t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError as BotoClientError
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
 
 from config.settings import get_settings
 from worker.errors import ServerError, StorageDenied, StorageNotFound
@@ -76,6 +78,10 @@ class S3Storage(Storage):
         span = f"bytes={start}-{start + length - 1}"
         response = self._call(url, self.client.get_object, Bucket=bucket, Key=key, Range=span)
         return response["Body"].read()
+
+    def size(self, url: str) -> int:
+        bucket, key = split_url(url)
+        return int(self._call(url, self.client.head_object, Bucket=bucket, Key=key)["ContentLength"])
 
     def write(self, url: str, data: bytes) -> None:
         bucket, key = split_url(url)

@@ -1,0 +1,123 @@
+"""The import job on the cluster: plan -> chord of chunks -> assemble.
+
+    cityscapes.import          read the zip's central directory (ranged reads), stage one input
+                               per chunk of items, replace itself with the chord
+    cityscapes.import_chunk    read only its members (ranged reads), trace them, stage its shapes
+    cityscapes.import_assemble join head, shapes and tail into the output manifest
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+
+from config.settings import get_settings
+from tasks.base import ChunkTask, JobTask
+from tasks.jobs import (
+    assembly_cancelled,
+    chunk_finished,
+    finish_job,
+    replace_with_chunks,
+    staging_url,
+)
+from worker import progress
+from worker.celery import app
+from worker.cityscapes.importer import import_item
+from worker.cityscapes.reader import Item, archive_label_map, read_member, scan_archive
+from worker.errors import ClientError
+from worker.jobs import ImportSpec, parse_import_spec
+from worker.storage import join_url, storage_for
+from worker.storage.ranged import open_ranged
+
+log = logging.getLogger("cityscapes.import")
+MAX_MEMBER_BYTES = 512 << 20
+
+
+def _open_archive(url: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(open_ranged(storage_for(url), url))
+    except zipfile.BadZipFile as exc:
+        raise ClientError(f"{url}: not a zip archive ({exc})") from None
+
+
+def _url(staging: str, *parts: str) -> str:
+    return join_url(staging, *parts)
+
+
+@app.task(name="cityscapes.import", bind=True, base=JobTask)
+def import_(self, **raw_spec):
+    job_id = self.request.id
+    spec = parse_import_spec(raw_spec)
+    if spec.format != "manifest" or spec.labels is not None:
+        raise ClientError("import: COCO output and mapping onto task labels are not available yet")
+    progress.start(job_id, "import")
+    staging = staging_url(spec.output, job_id)
+    progress.describe(job_id, output=spec.output, staging=staging)
+    store = storage_for(staging)
+    with _open_archive(spec.archive) as archive:
+        index = scan_archive(archive)
+        label_map = archive_label_map(archive, index.label_file)
+    labels = label_map.manifest_labels()
+    store.write(_url(staging, "labels.json"), json.dumps(labels).encode())
+    size = get_settings().chunk_size
+    chunks = [index.items[i : i + size] for i in range(0, len(index.items), size)]
+    for number, items in enumerate(chunks):
+        rows = [[number * size + k + 1, item.name, item.subset, item.members]
+                for k, item in enumerate(items)]
+        document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
+        store.write(_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
+    callback = import_assemble.s(job_id, spec.output, staging, index.warnings)
+    replace_with_chunks(self, import_chunk, len(chunks), len(index.items), callback, spec.output, staging)
+
+
+@app.task(name="cityscapes.import_chunk", bind=True, base=ChunkTask)
+def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
+    if progress.is_cancelled(job_id):
+        return {"chunk": number, "cancelled": True}
+    store = storage_for(staging)
+    document = json.loads(store.read(_url(staging, "in", f"{number:05d}.json")))
+    spec = ImportSpec.model_validate(document["spec"])
+    images, shapes, warnings, changed = [], [], [], 0
+    with _open_archive(spec.archive) as archive:
+        label_map = archive_label_map(archive, document["label_file"])
+        for image_id, name, subset, members in document["items"]:
+            item = Item(name, subset, members)
+            files = {kind: read_member(archive, member, MAX_MEMBER_BYTES)
+                     for kind, member in members.items()}
+            result = import_item(item, files, label_map, spec.shapes)
+            images.append({"id": image_id, **result.image})
+            shapes.extend(json.dumps({"image": image_id, **s}) for s in result.shapes)
+            warnings.extend(result.warnings)
+            changed += result.changed_pixels
+    part = ",".join(shapes).encode()
+    store.write(_url(staging, "parts", f"{number:05d}.shapes"), part)
+    store.write(_url(staging, "parts", f"{number:05d}.images.json"), json.dumps(images).encode())
+    if not chunk_finished(job_id, number, len(images), staging):
+        return {"chunk": number, "cancelled": True}
+    return {"chunk": number, "images": len(images), "shapes": len(shapes), "size": len(part),
+            "changed_pixels": changed, "warnings": warnings[:200]}
+
+
+@app.task(name="cityscapes.import_assemble", bind=True, base=JobTask)
+def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
+                    warnings: list[str]) -> dict:
+    if assembly_cancelled(job_id, chunks, staging):
+        return {"cancelled": True}
+    store = storage_for(staging)
+    chunks = sorted(chunks, key=lambda c: c["chunk"])
+    images = []
+    for chunk in chunks:
+        images.extend(json.loads(store.read(_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
+    labels = store.read(_url(staging, "labels.json")).decode()
+    head = f'{{"version":1,"labels":{labels},"images":{json.dumps(images)},"shapes":['
+    store.write(_url(staging, "head.json"), head.encode())
+    store.write(_url(staging, "comma"), b",")
+    sources: list[tuple[str, int]] = [(_url(staging, "head.json"), len(head.encode()))]
+    for chunk in (c for c in chunks if c["size"]):
+        if len(sources) > 1:
+            sources.append((_url(staging, "comma"), 1))
+        sources.append((_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
+    size = storage_for(output).compose(output, sources, b"]}\n")
+    store.delete_prefix(staging)
+    return finish_job(job_id, output, size, chunks, warnings, ("shapes", "changed_pixels"))

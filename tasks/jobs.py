@@ -1,0 +1,98 @@
+"""What every job shares: where it stages its chunks, what its chunks are called, and how it
+fails or is cancelled without leaving anything behind."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+
+from celery import Signature, Task, chord, group
+
+from config.settings import get_settings
+from worker import progress
+from worker.celery import app
+from worker.storage import join_url, storage_for
+from worker.storage.s3 import split_url
+
+log = logging.getLogger("cityscapes.jobs")
+
+
+def staging_url(output: str, job_id: str) -> str:
+    """Where a job's chunks wait: beside the output (same bucket, so S3 can copy in place)."""
+    if output.startswith("s3://"):
+        bucket, _ = split_url(output)
+        return f"s3://{bucket}/{get_settings().staging_prefix}{job_id}"
+    return join_url(posixpath.dirname(output) or ".", ".cityscapes-staging", job_id)
+
+
+def chunk_id(job_id: str, index: int) -> str:
+    return f"{job_id}-chunk-{index:05d}"
+
+
+def replace_with_chunks(
+    plan: Task, chunk_task: Task, chunks: int, images: int, callback: Signature,
+    output: str, staging: str,
+) -> None:
+    """Replace the plan task with the chord of its chunks; the callback inherits the job id."""
+    job_id = plan.request.id
+    header = group(
+        chunk_task.si(job_id, number, staging).set(task_id=chunk_id(job_id, number))
+        for number in range(chunks)
+    )
+    progress.planned(job_id, chunks, images)
+    log.info("%d images in %d chunks", images, chunks, extra={"job_id": job_id})
+    raise plan.replace(chord(header, callback.on_error(job_failed.s(job_id, output, staging))))
+
+
+def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
+    """Count a chunk's images, unless the job was cancelled while it ran: then remove what it
+    staged (a cleanup may already have passed) and say so."""
+    if progress.is_cancelled(job_id):
+        storage_for(staging).delete_prefix(join_url(staging, "parts"))
+        return False
+    progress.chunk_done(job_id, number, images)
+    return True
+
+
+def assembly_cancelled(job_id: str, chunks: list[dict], staging: str) -> bool:
+    if progress.is_cancelled(job_id) or any(c.get("cancelled") for c in chunks):
+        storage_for(staging).delete_prefix(staging)
+        return True
+    return False
+
+
+def finish_job(job_id: str, output: str, size: int, chunks: list[dict], warnings: list[str],
+               counted: tuple[str, ...]) -> dict:
+    """The job's result from its chunks' counts, recorded as its progress' last state."""
+    result = {
+        "output": output,
+        **{name: sum(c[name] for c in chunks) for name in ("images", *counted)},
+        "bytes": size,
+        "warnings": warnings + [w for c in chunks for w in c["warnings"]],
+    }
+    progress.finish(job_id, result)
+    log.info("wrote %s (%d bytes)", output, size, extra={"job_id": job_id})
+    return result
+
+
+@app.task(name="cityscapes.job_failed")
+def job_failed(request, exc, traceback, job_id: str, output: str, staging: str) -> None:
+    """Errback of the chord: nothing half-written stays behind."""
+    log.error("failed: %s", exc, extra={"job_id": job_id})
+    if progress.read(job_id).get("state") not in progress.TERMINAL:
+        progress.fail(job_id, str(exc))
+    discard_job_files(output, staging)
+
+
+def discard_job_files(output: str, staging: str) -> None:
+    storage_for(output).abort_uploads(output)
+    storage_for(staging).delete_prefix(staging)
+
+
+@app.task(name="cityscapes.cleanup")
+def cleanup(job_id: str) -> dict:
+    """Remove what a cancelled job left behind."""
+    state = progress.read(job_id)
+    if "output" in state and "staging" in state:
+        discard_job_files(state["output"], state["staging"])
+    return {"job_id": job_id, "cleaned": True}

@@ -1,0 +1,43 @@
+"""The import job on real parts: it reads the zip in S3 by ranges and writes the same manifest
+as the in-process import."""
+
+import json
+
+from tests.integration.conftest import BUCKET
+from tests.integration.test_export_cluster import keys
+from worker.jobs import parse_export_spec, parse_import_spec
+from worker.local import run_export
+from worker.local_import import run_import
+from worker.synth import make_manifest
+
+
+def test_cluster_import_equals_the_in_process_import(s3, workers, tmp_path):
+    from worker import client
+
+    manifest = make_manifest(10, width=512, height=256, seed=8, objects=25, stuff_vertices=60)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    archive = tmp_path / "a.zip"
+    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(archive),
+                                  "polygons_json": False}), jobs=1)
+    s3.put_object(Bucket=BUCKET, Key="imp/a.zip", Body=archive.read_bytes())
+
+    job_id = client.submit_import({"archive": f"s3://{BUCKET}/imp/a.zip",
+                                   "output": f"s3://{BUCKET}/imp/out.json"})
+    final = client.wait(job_id, timeout=120)
+    assert final["state"] == "SUCCESS", final
+    assert final["result"]["images"] == 10 and final["result"]["changed_pixels"] == 0
+    cluster = s3.get_object(Bucket=BUCKET, Key="imp/out.json")["Body"].read()
+
+    run_import(parse_import_spec({"archive": str(archive), "output": str(tmp_path / "local.json")}), jobs=1)
+    assert cluster == (tmp_path / "local.json").read_bytes()
+    assert keys(s3, f".cityscapes-staging/{job_id}") == []
+
+
+def test_import_of_a_missing_archive_fails_naming_it(s3, workers):
+    from worker import client
+
+    job_id = client.submit_import({"archive": f"s3://{BUCKET}/imp/none.zip",
+                                   "output": f"s3://{BUCKET}/imp/none.json"})
+    final = client.wait(job_id, timeout=60)
+    assert final["state"] == "FAILURE" and "none.zip" in final["error"]
+    assert keys(s3, "imp/none.json") == []
