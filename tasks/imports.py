@@ -23,7 +23,7 @@ from tasks.jobs import (
 )
 from worker import progress
 from worker.celery import app
-from worker.cityscapes.importer import import_item
+from worker.cityscapes.importer import DOCUMENT_TAIL, document_head, document_records, import_item
 from worker.cityscapes.reader import Item, archive_label_map, read_member, scan_archive
 from worker.errors import ClientError
 from worker.jobs import ImportSpec, parse_import_spec
@@ -49,17 +49,15 @@ def _url(staging: str, *parts: str) -> str:
 def import_(self, **raw_spec):
     job_id = self.request.id
     spec = parse_import_spec(raw_spec)
-    if spec.format != "manifest" or spec.labels is not None:
-        raise ClientError("import: COCO output and mapping onto task labels are not available yet")
+    if spec.labels is not None:
+        raise ClientError("import: mapping onto task labels is not available yet")
     progress.start(job_id, "import")
     staging = staging_url(spec.output, job_id)
     progress.describe(job_id, output=spec.output, staging=staging)
     store = storage_for(staging)
     with _open_archive(spec.archive) as archive:
         index = scan_archive(archive)
-        label_map = archive_label_map(archive, index.label_file)
-    labels = label_map.manifest_labels()
-    store.write(_url(staging, "labels.json"), json.dumps(labels).encode())
+        archive_label_map(archive, index.label_file)  # a broken label file fails the job now
     size = get_settings().chunk_size
     chunks = [index.items[i : i + size] for i in range(0, len(index.items), size)]
     for number, items in enumerate(chunks):
@@ -67,7 +65,9 @@ def import_(self, **raw_spec):
                 for k, item in enumerate(items)]
         document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
         store.write(_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
-    callback = import_assemble.s(job_id, spec.output, staging, index.warnings)
+    callback = import_assemble.s(
+        job_id, spec.output, staging, index.warnings, spec.archive, spec.format, index.label_file
+    )
     replace_with_chunks(self, import_chunk, len(chunks), len(index.items), callback, spec.output, staging)
 
 
@@ -85,9 +85,9 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
             item = Item(name, subset, members)
             files = {kind: read_member(archive, member, MAX_MEMBER_BYTES)
                      for kind, member in members.items()}
-            result = import_item(item, files, label_map, spec.shapes)
+            result = import_item(item, files, label_map, spec.shapes, spec.format)
             images.append({"id": image_id, **result.image})
-            shapes.extend(json.dumps({"image": image_id, **s}) for s in result.shapes)
+            shapes.extend(document_records(result, image_id, spec.format))
             warnings.extend(result.warnings)
             changed += result.changed_pixels
     part = ",".join(shapes).encode()
@@ -101,7 +101,8 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
 
 @app.task(name="cityscapes.import_assemble", bind=True, base=JobTask)
 def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], archive_url: str, output_format: str,
+                    label_file: str | None) -> dict:
     if assembly_cancelled(job_id, chunks, staging):
         return {"cancelled": True}
     store = storage_for(staging)
@@ -109,8 +110,9 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     images = []
     for chunk in chunks:
         images.extend(json.loads(store.read(_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
-    labels = store.read(_url(staging, "labels.json")).decode()
-    head = f'{{"version":1,"labels":{labels},"images":{json.dumps(images)},"shapes":['
+    with _open_archive(archive_url) as archive:
+        label_map = archive_label_map(archive, label_file)
+    head = document_head(output_format, label_map, images)
     store.write(_url(staging, "head.json"), head.encode())
     store.write(_url(staging, "comma"), b",")
     sources: list[tuple[str, int]] = [(_url(staging, "head.json"), len(head.encode()))]
@@ -118,6 +120,6 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         if len(sources) > 1:
             sources.append((_url(staging, "comma"), 1))
         sources.append((_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
-    size = storage_for(output).compose(output, sources, b"]}\n")
+    size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode())
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings, ("shapes", "changed_pixels"))

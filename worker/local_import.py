@@ -12,7 +12,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from worker.cityscapes.importer import ImportedImage, import_item
+from worker.cityscapes.importer import (
+    DOCUMENT_TAIL,
+    ImportedImage,
+    document_head,
+    document_records,
+    import_item,
+)
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import (
     ArchiveError,
@@ -28,41 +34,41 @@ from worker.storage.local import local_path
 Progress = Callable[[int, int], None]
 MAX_MEMBER_BYTES = 512 << 20
 
-_state: tuple[str, LabelMap, str] | None = None
+_state: tuple[str, LabelMap, str, str] | None = None
 _archive: zipfile.ZipFile | None = None
 
 
-def _init(path: str, label_map: LabelMap, shapes: str) -> None:
+def _init(path: str, label_map: LabelMap, shapes: str, output_format: str) -> None:
     global _state, _archive
-    _state = (path, label_map, shapes)
+    _state = (path, label_map, shapes, output_format)
     _archive = None
 
 
 def _import_one(item: Item) -> ImportedImage:
     global _archive
     assert _state is not None
-    path, label_map, shapes = _state
+    path, label_map, shapes, output_format = _state
     if _archive is None:  # one handle per process: a shared one would share its file offset
         _archive = zipfile.ZipFile(path)
     files = {kind: read_member(_archive, member, MAX_MEMBER_BYTES)
              for kind, member in item.members.items()}
-    return import_item(item, files, label_map, shapes)
+    return import_item(item, files, label_map, shapes, output_format)
 
 
-def _imports(path: str, items: list[Item], label_map: LabelMap, shapes: str, jobs: int) -> Iterator[ImportedImage]:
+def _imports(path: str, items: list[Item], settings: tuple, jobs: int) -> Iterator[ImportedImage]:
     if jobs <= 1 or len(items) <= 1:
-        _init(path, label_map, shapes)
+        _init(path, *settings)
         yield from map(_import_one, items)
         return
     context = multiprocessing.get_context("fork")
-    with context.Pool(min(jobs, len(items)), _init, (path, label_map, shapes)) as pool:
+    with context.Pool(min(jobs, len(items)), _init, (path, *settings)) as pool:
         yield from pool.imap(_import_one, items, chunksize=1)
 
 
 def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
     started = time.perf_counter()
-    if spec.format != "manifest" or spec.labels is not None:
-        raise ClientError("import: COCO output and mapping onto task labels are not available yet")
+    if spec.labels is not None:
+        raise ClientError("import: mapping onto task labels is not available yet")
     archive_path = str(local_path(spec.archive))
     output = local_path(spec.output)
     if not output.parent.is_dir():
@@ -83,24 +89,23 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
     try:
         with tempfile.TemporaryFile("w+") as shapes_file, os.fdopen(fd, "w") as out:
             first = True
-            results = _imports(archive_path, index.items, label_map, spec.shapes, jobs or os.cpu_count() or 1)
+            settings = (label_map, spec.shapes, spec.format)
+            results = _imports(archive_path, index.items, settings, jobs or os.cpu_count() or 1)
             for number, result in enumerate(results, 1):
                 images.append({"id": number, **result.image})
-                for shape in result.shapes:
-                    shapes_file.write(("" if first else ",") + json.dumps({"image": number, **shape}))
+                for record in document_records(result, number, spec.format):
+                    shapes_file.write(("" if first else ",") + record)
                     first = False
                     shapes_written += 1
                 warnings.extend(result.warnings)
                 changed += result.changed_pixels
                 if progress:
                     progress(number, len(index.items))
-            labels = label_map.manifest_labels()
-            out.write('{"version":1,"labels":' + json.dumps(labels))
-            out.write(',"images":' + json.dumps(images) + ',"shapes":[')
+            out.write(document_head(spec.format, label_map, images))
             shapes_file.seek(0)
             while chunk := shapes_file.read(1 << 20):
                 out.write(chunk)
-            out.write("]}\n")
+            out.write(DOCUMENT_TAIL)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:

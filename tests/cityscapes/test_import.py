@@ -116,3 +116,29 @@ def test_decompression_bomb_png_and_wrong_depth_are_refused(tmp_path):
         decode_ids_png(encode_png(np.zeros((4, 4, 3), np.uint8)), "m")
     with pytest.raises(ArchiveError, match="not a readable PNG"):
         decode_ids_png(PNG[:40], "m")
+
+
+@pytest.mark.parametrize("shapes", ["polygon", "mask"])
+def test_coco_output_loads_in_pycocotools_and_matches_the_masks(source, shapes):
+    from pycocotools.coco import COCO
+
+    tmp, original = source
+    out = tmp / f"coco-{shapes}.json"
+    result = run_import(parse_import_spec({"archive": original.filename, "output": str(out),
+                                           "format": "coco", "shapes": shapes}), jobs=1)
+    coco = COCO(str(out))
+    assert len(coco.getImgIds()) == 4 == result["images"]
+    instances = pixels(original, "instanceIds.png")
+    for image in coco.loadImgs(coco.getImgIds()):
+        city, stem = image["file_name"].split("/")
+        ids = next(v for k, v in instances.items() if k.endswith(f"/{city}/{stem}_gtFine_instanceIds.png"))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+        assert len(anns) == len(set(np.unique(ids)) - {0})
+        for ann in anns:
+            mask = coco.annToMask(ann).astype(bool)
+            assert ann["area"] == int(ann["area"]) and ann["bbox"][2] > 0
+            if shapes == "mask" or ann["iscrowd"]:
+                # exact: the annotation's pixels are one value of the ids image
+                values = np.unique(ids[mask])
+                assert len(values) == 1 and mask.sum() == ann["area"]
+                assert values[0] // 1000 == ann["category_id"] or values[0] == ann["category_id"]

@@ -41,3 +41,22 @@ def test_import_of_a_missing_archive_fails_naming_it(s3, workers):
     final = client.wait(job_id, timeout=60)
     assert final["state"] == "FAILURE" and "none.zip" in final["error"]
     assert keys(s3, "imp/none.json") == []
+
+
+def test_cluster_coco_import_equals_the_in_process_one(s3, workers, tmp_path):
+    from worker import client
+
+    manifest = make_manifest(5, width=256, height=128, seed=12, objects=12, stuff_vertices=30)
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    archive = tmp_path / "c.zip"
+    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(archive)}),
+               jobs=1)
+    s3.put_object(Bucket=BUCKET, Key="imp/c.zip", Body=archive.read_bytes())
+    job_id = client.submit_import({"archive": f"s3://{BUCKET}/imp/c.zip", "format": "coco",
+                                   "output": f"s3://{BUCKET}/imp/c.json"})
+    assert client.wait(job_id, timeout=120)["state"] == "SUCCESS"
+    run_import(parse_import_spec({"archive": str(archive), "output": str(tmp_path / "c.json"),
+                                  "format": "coco"}), jobs=1)
+    cluster = s3.get_object(Bucket=BUCKET, Key="imp/c.json")["Body"].read()
+    assert cluster == (tmp_path / "c.json").read_bytes()
+    assert len(json.loads(cluster)["annotations"]) > 10

@@ -10,25 +10,56 @@ import numpy as np
 
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
-from worker.cityscapes.trace import segments, trace_shapes
+from worker.cityscapes.trace import segments, trace_regions, trace_shapes, value_boxes
 from worker.errors import ClientError
+
+
+ANNOTATIONS_PER_IMAGE = 100_000  # COCO annotation ids: image id * this + k
 
 
 @dataclass
 class ImportedImage:
     image: dict[str, Any]
-    shapes: list[dict[str, Any]]
+    shapes: list[dict[str, Any]]  # manifest shapes, or COCO annotations (without ids)
     warnings: list[str] = field(default_factory=list)
     changed_pixels: int = 0  # pixels the polygon form draws differently from the source
 
 
+def document_head(output_format: str, label_map: LabelMap, images: list[dict[str, Any]]) -> str:
+    """Everything of the output document before its shapes (or annotations) list."""
+    if output_format == "coco":
+        categories = [{"id": label.id, "name": label.name, "supercategory": ""}
+                      for label in label_map.drawn() if label.id > 0]
+        coco_images = [{"id": i["id"], "file_name": i["name"], "width": i["width"],
+                        "height": i["height"]} for i in images]
+        return (f'{{"images":{json.dumps(coco_images)},"categories":{json.dumps(categories)},'
+                '"annotations":[')
+    labels = json.dumps(label_map.manifest_labels())
+    return f'{{"version":1,"labels":{labels},"images":{json.dumps(images)},"shapes":['
+
+
+DOCUMENT_TAIL = "]}\n"
+
+
+def document_records(result: ImportedImage, image_id: int, output_format: str) -> list[str]:
+    """The image's entries of the shapes (or annotations) list, as JSON texts."""
+    if output_format == "coco":
+        return [json.dumps({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a})
+                for k, a in enumerate(result.shapes)]
+    return [json.dumps({"image": image_id, **shape}) for shape in result.shapes]
+
+
 def import_item(
-    item: Item, files: dict[str, bytes], label_map: LabelMap, shapes: str = "polygon"
+    item: Item,
+    files: dict[str, bytes],
+    label_map: LabelMap,
+    shapes: str = "polygon",
+    output_format: str = "manifest",
 ) -> ImportedImage:
     """Shapes of one item from the best file it has: polygons.json (exact polygons), else
     instanceIds, else labelIds, else color (each fallback loses something: warned)."""
     warnings: list[str] = []
-    if "polygons" in files and shapes == "polygon":
+    if "polygons" in files and shapes == "polygon" and output_format == "manifest":
         return _from_polygons(item, files["polygons"], label_map)
     if "instanceIds" in files:
         ids = decode_ids_png(files["instanceIds"], item.members["instanceIds"]).astype(np.int32)
@@ -43,6 +74,8 @@ def import_item(
     ids = _known_values(ids, item, label_map, warnings)
     height, width = ids.shape
     image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
+    if output_format == "coco":
+        return ImportedImage(image, coco_annotations(ids, label_map, shapes), warnings)
     out: list[dict[str, Any]] = []
     changed = 0
     if shapes == "mask":
@@ -59,6 +92,31 @@ def import_item(
                 " (use shapes=mask for exact masks)"
             )
     return ImportedImage(image, out, warnings, changed)
+
+
+def coco_annotations(ids: np.ndarray, label_map: LabelMap, shapes: str) -> list[dict[str, Any]]:
+    """One COCO annotation per instance (or crowd region): polygons of its components' outer
+    outlines, or its exact RLE; crowd regions always as RLE, as COCO wants them."""
+    boxes = value_boxes(ids)
+    counts = np.bincount(ids.ravel())
+    outlines: dict[int, list[list[int]]] = {}
+    if shapes == "polygon":
+        for region in trace_regions(ids):
+            outlines.setdefault(region.value, []).append(region.polygon.reshape(-1).tolist())
+    masks = {s.value: s.rle for s in segments(ids)} if shapes == "mask" else {}
+    out = []
+    for value, (x0, y0, x1, y1) in sorted(boxes.items()):
+        if value == 0:
+            continue
+        label = label_map.by_id(value // 1000 if value >= 1000 else value)
+        crowd = value < 1000 and label.has_instances
+        if crowd and value not in masks:
+            masks[value] = next(s.rle for s in segments(np.where(ids == value, value, 0)))
+        segmentation = masks[value] if (crowd or shapes == "mask") else outlines[value]
+        out.append({"category_id": label.id, "segmentation": segmentation,
+                    "area": int(counts[value]), "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+                    "iscrowd": int(crowd)})
+    return out
 
 
 def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str, Any]:
