@@ -42,3 +42,11 @@ def test_uncompressed_counts_decode():
 def test_runs_that_do_not_cover_the_mask_are_refused(rle):
     with pytest.raises(ValueError):
         decode_mask(rle)
+
+
+@pytest.mark.parametrize("x0, x1", [(0, 3), (2, 5), (4, 9), (0, 9)])
+def test_masks_given_by_their_columns_encode_as_whole(x0, x1):
+    whole = np.zeros((6, 10), bool)
+    whole[1:4, x0 : x1 + 1] = rng.random((3, x1 - x0 + 1)) < 0.6
+    whole[0, x0] = True
+    assert encode_mask(whole[:, x0 : x1 + 1], x0, 10) == encode_mask(whole)

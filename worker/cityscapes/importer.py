@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
@@ -44,9 +45,13 @@ DOCUMENT_TAIL = "]}\n"
 def document_records(result: ImportedImage, image_id: int, output_format: str) -> list[str]:
     """The image's entries of the shapes (or annotations) list, as JSON texts."""
     if output_format == "coco":
-        return [json.dumps({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a})
+        return [_json({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a})
                 for k, a in enumerate(result.shapes)]
-    return [json.dumps({"image": image_id, **shape}) for shape in result.shapes]
+    return [_json({"image": image_id, **shape}) for shape in result.shapes]
+
+
+def _json(value: dict[str, Any]) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def import_item(
@@ -84,7 +89,7 @@ def import_item(
     else:
         regions, changed = trace_shapes(ids)
         for z, region in enumerate(regions):
-            points = region.polygon.reshape(-1).tolist()
+            points = region.polygon.reshape(-1)
             out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
         if changed:
             warnings.append(
@@ -132,14 +137,14 @@ def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str,
 
 def _known_values(ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]) -> np.ndarray:
     """Pixels whose class is not in the label map are reported and treated as background."""
-    counts = np.bincount(ids.ravel())  # values are 16-bit at most: one pass, no sort
     known = {label.id for label in label_map.labels if label.id >= 0}
-    unknown = [(int(v), int(counts[v])) for v in np.flatnonzero(counts)
-               if (v // 1000 if v >= 1000 else v) not in known]
+    present = np.flatnonzero(np.bincount(ids.ravel(), minlength=1))  # one pass, no sort
+    unknown = [int(v) for v in present if (v // 1000 if v >= 1000 else v) not in known]
     if not unknown:
         return ids
     ids = ids.copy()
-    for value, count in unknown:
+    for value in unknown:
+        count = int(np.count_nonzero(ids == value))
         ids[ids == value] = label_map.background.id
         warnings.append(
             f"image {item.name!r}: pixel value {value} (class id"

@@ -60,12 +60,25 @@ def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     return flat.reshape(width, height).T
 
 
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a (height, width) bool mask."""
+def encode_mask(mask: np.ndarray, x0: int = 0, width: int | None = None) -> dict[str, Any]:
+    """COCO compressed RLE of a (height, width) bool mask.
+
+    `mask` may hold only the columns x0 .. x0 + mask.shape[1] - 1 of an image `width` wide
+    (all else empty): the runs are the same, computed on the columns that matter.
+    """
+    height, columns = mask.shape
+    width = columns if width is None else width
     flat = np.asarray(mask, np.bool_).T.reshape(-1)
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], edges, [flat.size]))
     runs = np.diff(bounds).tolist()
     if flat.size and flat[0]:
         runs.insert(0, 0)
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encode_counts(runs)}
+    runs[0] += x0 * height  # empty columns before the mask's
+    after = (width - x0 - columns) * height
+    if after:
+        if len(runs) % 2:  # ends on a run of zeros: lengthen it
+            runs[-1] += after
+        else:
+            runs.append(after)
+    return {"size": [int(height), int(width)], "counts": encode_counts(runs)}

@@ -129,10 +129,9 @@ def trace_shapes(ids: np.ndarray) -> tuple[list[Region], int]:
 def segments(ids: np.ndarray, skip: tuple[int, ...] = (0,)) -> list[Segment]:
     """Every value but `skip` as one exact mask (COCO RLE)."""
     out = []
-    for value, (x0, y0, x1, y1) in value_boxes(ids).items():
+    width = ids.shape[1]
+    for value, (x0, _, x1, _) in value_boxes(ids).items():
         if value in skip:
             continue
-        mask = np.zeros(ids.shape, bool)
-        mask[y0 : y1 + 1, x0 : x1 + 1] = ids[y0 : y1 + 1, x0 : x1 + 1] == value
-        out.append(Segment(value, encode_mask(mask)))
+        out.append(Segment(value, encode_mask(ids[:, x0 : x1 + 1] == value, x0, width)))
     return out
