@@ -23,7 +23,13 @@ from tasks.jobs import (
 )
 from worker import progress
 from worker.celery import app
-from worker.cityscapes.importer import DOCUMENT_TAIL, document_head, document_records, import_item
+from worker.cityscapes.importer import (
+    DOCUMENT_TAIL,
+    document_head,
+    document_records,
+    import_item,
+    map_onto_task,
+)
 from worker.cityscapes.reader import Item, archive_label_map, read_member, scan_archive
 from worker.errors import ClientError
 from worker.jobs import ImportSpec, parse_import_spec
@@ -49,8 +55,6 @@ def _url(staging: str, *parts: str) -> str:
 def import_(self, **raw_spec):
     job_id = self.request.id
     spec = parse_import_spec(raw_spec)
-    if spec.labels is not None:
-        raise ClientError("import: mapping onto task labels is not available yet")
     progress.start(job_id, "import")
     staging = staging_url(spec.output, job_id)
     progress.describe(job_id, output=spec.output, staging=staging)
@@ -66,7 +70,7 @@ def import_(self, **raw_spec):
         document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
         store.write(_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
     callback = import_assemble.s(
-        job_id, spec.output, staging, index.warnings, spec.archive, spec.format, index.label_file
+        job_id, spec.output, staging, index.warnings, spec.model_dump(), index.label_file
     )
     replace_with_chunks(self, import_chunk, len(chunks), len(index.items), callback, spec.output, staging)
 
@@ -86,6 +90,8 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
             files = {kind: read_member(archive, member, MAX_MEMBER_BYTES)
                      for kind, member in members.items()}
             result = import_item(item, files, label_map, spec.shapes, spec.format)
+            if spec.labels is not None:
+                result = map_onto_task(result, spec.task_labels())
             images.append({"id": image_id, **result.image})
             shapes.extend(document_records(result, image_id, spec.format))
             warnings.extend(result.warnings)
@@ -101,8 +107,8 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
 
 @app.task(name="cityscapes.import_assemble", bind=True, base=JobTask)
 def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str], archive_url: str, output_format: str,
-                    label_file: str | None) -> dict:
+                    warnings: list[str], raw_spec: dict, label_file: str | None) -> dict:
+    spec = ImportSpec.model_validate(raw_spec)
     if assembly_cancelled(job_id, chunks, staging):
         return {"cancelled": True}
     store = storage_for(staging)
@@ -110,9 +116,9 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     images = []
     for chunk in chunks:
         images.extend(json.loads(store.read(_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
-    with _open_archive(archive_url) as archive:
+    with _open_archive(spec.archive) as archive:
         label_map = archive_label_map(archive, label_file)
-    head = document_head(output_format, label_map, images)
+    head = document_head(spec.format, label_map, images, spec.task_labels())
     store.write(_url(staging, "head.json"), head.encode())
     store.write(_url(staging, "comma"), b",")
     sources: list[tuple[str, int]] = [(_url(staging, "head.json"), len(head.encode()))]

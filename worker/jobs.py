@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.cityscapes.labels import (
     Color,
@@ -49,6 +56,15 @@ class ImportSpec(BaseModel):
     labels: list[LabelEntry] | None = None
     shapes: Literal["polygon", "mask"] = "polygon"
     job_id: str | None = None
+
+    @model_validator(mode="after")
+    def _labels_for_manifests(self) -> "ImportSpec":
+        if self.labels is not None and self.format != "manifest":
+            raise ValueError("labels (task labels to map onto) apply to manifest output only")
+        return self
+
+    def task_labels(self) -> list[dict[str, str]] | None:
+        return None if self.labels is None else [e.model_dump() for e in self.labels]
 
 
 def _parse(model: type[BaseModel], raw: dict[str, Any], what: str) -> Any:

@@ -18,6 +18,7 @@ from worker.cityscapes.importer import (
     document_head,
     document_records,
     import_item,
+    map_onto_task,
 )
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import (
@@ -67,8 +68,6 @@ def _imports(path: str, items: list[Item], settings: tuple, jobs: int) -> Iterat
 
 def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
     started = time.perf_counter()
-    if spec.labels is not None:
-        raise ClientError("import: mapping onto task labels is not available yet")
     archive_path = str(local_path(spec.archive))
     output = local_path(spec.output)
     if not output.parent.is_dir():
@@ -91,7 +90,10 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
             first = True
             settings = (label_map, spec.shapes, spec.format)
             results = _imports(archive_path, index.items, settings, jobs or os.cpu_count() or 1)
+            task_labels = spec.task_labels()
             for number, result in enumerate(results, 1):
+                if task_labels is not None:
+                    result = map_onto_task(result, task_labels)
                 images.append({"id": number, **result.image})
                 for record in document_records(result, number, spec.format):
                     shapes_file.write(("" if first else ",") + record)
@@ -101,7 +103,7 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
                 changed += result.changed_pixels
                 if progress:
                     progress(number, len(index.items))
-            out.write(document_head(spec.format, label_map, images))
+            out.write(document_head(spec.format, label_map, images, task_labels))
             shapes_file.seek(0)
             while chunk := shapes_file.read(1 << 20):
                 out.write(chunk)

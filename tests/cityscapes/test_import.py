@@ -142,3 +142,15 @@ def test_coco_output_loads_in_pycocotools_and_matches_the_masks(source, shapes):
                 values = np.unique(ids[mask])
                 assert len(values) == 1 and mask.sum() == ann["area"]
                 assert values[0] // 1000 == ann["category_id"] or values[0] == ann["category_id"]
+
+
+def test_shapes_map_onto_the_task_labels(source):
+    tmp, original = source
+    task = [{"name": "Road", "color": "#804080"}, {"name": "Car", "color": "#00008e"}]
+    out = tmp / "task.json"
+    result = run_import(parse_import_spec({"archive": original.filename, "output": str(out),
+                                           "labels": task}), jobs=1)
+    manifest = json.loads(out.read_text())
+    assert manifest["labels"] == task
+    assert {s["label"] for s in manifest["shapes"]} <= {"Road", "Car", "unlabeled"}
+    assert any("'sky', which the task labels lack" in w for w in result["warnings"])

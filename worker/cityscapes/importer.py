@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from worker.cityscapes.labels import LabelMap
+from worker.cityscapes.labels import BACKGROUND_NAMES, LabelMap, normalize_name
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
 from worker.cityscapes.trace import segments, trace_regions, trace_shapes, value_boxes
 from worker.errors import ClientError
@@ -26,7 +26,31 @@ class ImportedImage:
     changed_pixels: int = 0  # pixels the polygon form draws differently from the source
 
 
-def document_head(output_format: str, label_map: LabelMap, images: list[dict[str, Any]]) -> str:
+def map_onto_task(result: ImportedImage, task_labels: list[dict[str, str]]) -> ImportedImage:
+    """Shapes renamed to the task's labels (names compared as label maps compare them); shapes of
+    labels the task lacks are reported and left out. Background shapes (which only restore
+    pixels) keep the background name."""
+    by_key = {normalize_name(entry["name"]): entry["name"] for entry in task_labels}
+    kept, missing = [], {}
+    for shape in result.shapes:
+        key = normalize_name(shape["label"])
+        if key in by_key:
+            kept.append({**shape, "label": by_key[key]})
+        elif key in BACKGROUND_NAMES:
+            kept.append(shape)
+        else:
+            missing[shape["label"]] = missing.get(shape["label"], 0) + 1
+    warnings = [f"image {result.image['name']!r}: {count} shape(s) of {name!r}, which the task"
+                " labels lack, left out" for name, count in missing.items()]
+    return ImportedImage(result.image, kept, result.warnings + warnings, result.changed_pixels)
+
+
+def document_head(
+    output_format: str,
+    label_map: LabelMap,
+    images: list[dict[str, Any]],
+    task_labels: list[dict[str, str]] | None = None,
+) -> str:
     """Everything of the output document before its shapes (or annotations) list."""
     if output_format == "coco":
         categories = [{"id": label.id, "name": label.name, "supercategory": ""}
@@ -35,7 +59,7 @@ def document_head(output_format: str, label_map: LabelMap, images: list[dict[str
                         "height": i["height"]} for i in images]
         return (f'{{"images":{json.dumps(coco_images)},"categories":{json.dumps(categories)},'
                 '"annotations":[')
-    labels = json.dumps(label_map.manifest_labels())
+    labels = json.dumps(task_labels if task_labels is not None else label_map.manifest_labels())
     return f'{{"version":1,"labels":{labels},"images":{json.dumps(images)},"shapes":['
 
 
