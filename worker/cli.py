@@ -95,9 +95,19 @@ def _submit_export(args: argparse.Namespace) -> int:
     }
     job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
     print(job_id)
-    if not args.wait:
-        return 0
-    return _follow(job_id, args.quiet)
+    return _follow(job_id, args.quiet) if args.wait else 0
+
+
+def _submit_import(args: argparse.Namespace) -> int:
+    from worker import client
+
+    spec = {"archive": args.archive, "output": args.output, "format": args.format,
+            "shapes": args.shapes}
+    if args.labels:
+        spec["labels"] = _label_map(args.labels)
+    job_id = client.submit_import(spec)
+    print(job_id)
+    return _follow(job_id, args.quiet) if args.wait else 0
 
 
 def _label_map(value: str):
@@ -188,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--wait", action="store_true", help="follow progress until the job ends")
     remote.add_argument("--quiet", action="store_true")
     remote.set_defaults(handler=_submit_export)
+    remote_import = submit_jobs.add_parser("import", help="queue an import (zip in s3:// or shared)")
+    remote_import.add_argument("--archive", required=True)
+    remote_import.add_argument("--output", required=True)
+    remote_import.add_argument("--format", choices=["manifest", "coco"], default="manifest")
+    remote_import.add_argument("--shapes", choices=["polygon", "mask"], default="polygon")
+    remote_import.add_argument("--labels")
+    remote_import.add_argument("--wait", action="store_true")
+    remote_import.add_argument("--quiet", action="store_true")
+    remote_import.set_defaults(handler=_submit_import)
 
     state = commands.add_parser("status", help="a job's state and progress, as JSON")
     state.add_argument("job_id")

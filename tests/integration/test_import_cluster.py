@@ -60,3 +60,28 @@ def test_cluster_coco_import_equals_the_in_process_one(s3, workers, tmp_path):
     cluster = s3.get_object(Bucket=BUCKET, Key="imp/c.json")["Body"].read()
     assert cluster == (tmp_path / "c.json").read_bytes()
     assert len(json.loads(cluster)["annotations"]) > 10
+
+
+def test_cli_submits_and_follows_both_jobs(s3, workers, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    manifest = make_manifest(4, width=128, height=64, seed=2, objects=5, stuff_vertices=10)
+    s3.put_object(Bucket=BUCKET, Key="cli/m.json", Body=json.dumps(manifest).encode())
+
+    def cli(*args):
+        run = subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True,
+                             text=True, env=os.environ.copy(), timeout=120)
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.strip().splitlines()
+        return lines[0], json.loads(lines[-1])
+
+    job, final = cli("submit", "export", "--annotations", f"s3://{BUCKET}/cli/m.json",
+                     "--output", f"s3://{BUCKET}/cli/out.zip", "--wait", "--quiet")
+    assert final["state"] == "SUCCESS" and final["result"]["images"] == 4
+    _, later = cli("status", job)
+    assert later["state"] == "SUCCESS" and later["done"] == later["total"]
+    _, imported = cli("submit", "import", "--archive", f"s3://{BUCKET}/cli/out.zip",
+                      "--output", f"s3://{BUCKET}/cli/back.json", "--wait", "--quiet")
+    assert imported["state"] == "SUCCESS" and imported["result"]["images"] == 4
