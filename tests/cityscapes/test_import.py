@@ -154,3 +154,30 @@ def test_shapes_map_onto_the_task_labels(source):
     assert manifest["labels"] == task
     assert {s["label"] for s in manifest["shapes"]} <= {"Road", "Car", "unlabeled"}
     assert any("'sky', which the task labels lack" in w for w in result["warnings"])
+
+
+def test_traced_outlines_redraw_as_the_export_rasterizer_draws_them(source):
+    """redraw (OpenCV) and the export's paint_indices (Pillow) agree on traced outlines."""
+    from worker.cityscapes.export import lookup, paint_indices
+    from worker.cityscapes.trace import redraw, trace_regions
+
+    _, original = source
+    for ids in pixels(original, "instanceIds.png").values():
+        ids = ids.astype(np.int32)
+        regions = trace_regions(ids) + trace_regions(np.where(ids % 7 == 0, ids, -1), skip=(-1,))
+        index = paint_indices(ids.shape[1], ids.shape[0], [r.polygon for r in regions])
+        table = np.zeros(max(256, len(regions) + 1), np.int32)
+        table[1 : len(regions) + 1] = [r.value for r in regions]
+        assert np.array_equal(lookup(index, table), redraw(ids.shape, regions))
+
+
+def test_ids_outside_the_label_map_are_reported_not_guessed(tmp_path):
+    ids = IDS.copy()
+    ids[0, 0:3] = 99  # class 99: not in the Cityscapes table
+    path = tmp_path / "u.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("gtFine/lindau/x_gtFine_instanceIds.png", encode_png(ids))
+    result = run_import(parse_import_spec({"archive": str(path), "output": str(tmp_path / "u.json")}), jobs=1)
+    assert any("pixel value 99" in w and "3 pixels" in w for w in result["warnings"])
+    manifest = json.loads((tmp_path / "u.json").read_text())
+    assert {s["label"] for s in manifest["shapes"]} == {"car", "road"}

@@ -100,18 +100,18 @@ def import_item(
         warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
     else:
         raise ClientError(f"image {item.name!r}: no instanceIds, labelIds or color image")
-    ids = _known_values(ids, item, label_map, warnings)
+    ids, boxes = _known_values(ids, item, label_map, warnings)
     height, width = ids.shape
     image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
     if output_format == "coco":
-        return ImportedImage(image, coco_annotations(ids, label_map, shapes), warnings)
+        return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes), warnings)
     out: list[dict[str, Any]] = []
     changed = 0
     if shapes == "mask":
-        for z, segment in enumerate(segments(ids)):
+        for z, segment in enumerate(segments(ids, boxes=boxes)):
             out.append(_shape(segment.value, label_map, z, {"type": "mask", "rle": segment.rle}))
     else:
-        regions, changed = trace_shapes(ids)
+        regions, changed = trace_shapes(ids, boxes)
         for z, region in enumerate(regions):
             points = region.polygon.reshape(-1)
             out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
@@ -123,16 +123,17 @@ def import_item(
     return ImportedImage(image, out, warnings, changed)
 
 
-def coco_annotations(ids: np.ndarray, label_map: LabelMap, shapes: str) -> list[dict[str, Any]]:
+def coco_annotations(
+    ids: np.ndarray, label_map: LabelMap, shapes: str, boxes: dict[int, tuple[int, int, int, int]]
+) -> list[dict[str, Any]]:
     """One COCO annotation per instance (or crowd region): polygons of its components' outer
     outlines, or its exact RLE; crowd regions always as RLE, as COCO wants them."""
-    boxes = value_boxes(ids)
     counts = np.bincount(ids.ravel())
     outlines: dict[int, list[list[int]]] = {}
     if shapes == "polygon":
-        for region in trace_regions(ids):
+        for region in trace_regions(ids, boxes=boxes):
             outlines.setdefault(region.value, []).append(region.polygon.reshape(-1).tolist())
-    masks = {s.value: s.rle for s in segments(ids)} if shapes == "mask" else {}
+    masks = {s.value: s.rle for s in segments(ids, boxes=boxes)} if shapes == "mask" else {}
     out = []
     for value, (x0, y0, x1, y1) in sorted(boxes.items()):
         if value == 0:
@@ -159,13 +160,16 @@ def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str,
     return shape
 
 
-def _known_values(ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]) -> np.ndarray:
-    """Pixels whose class is not in the label map are reported and treated as background."""
+def _known_values(
+    ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]
+) -> tuple[np.ndarray, dict[int, tuple[int, int, int, int]]]:
+    """Pixels whose class is not in the label map are reported and treated as background.
+    Returns the ids and their value boxes (one pass over the pixels, shared with tracing)."""
+    boxes = value_boxes(ids)
     known = {label.id for label in label_map.labels if label.id >= 0}
-    present = np.flatnonzero(np.bincount(ids.ravel(), minlength=1))  # one pass, no sort
-    unknown = [int(v) for v in present if (v // 1000 if v >= 1000 else v) not in known]
+    unknown = [v for v in boxes if (v // 1000 if v >= 1000 else v) not in known]
     if not unknown:
-        return ids
+        return ids, boxes
     ids = ids.copy()
     for value in unknown:
         count = int(np.count_nonzero(ids == value))
@@ -175,7 +179,7 @@ def _known_values(ids: np.ndarray, item: Item, label_map: LabelMap, warnings: li
             f" {value // 1000 if value >= 1000 else value}) is not in the label map;"
             f" {count} pixels read as background"
         )
-    return ids
+    return ids, value_boxes(ids)
 
 
 def _ids_from_colors(rgb: np.ndarray, label_map: LabelMap) -> np.ndarray:
