@@ -1,6 +1,7 @@
 """Import: round trips through export, layouts of other tools, and archives not to be trusted."""
 
 import io
+from pathlib import Path
 import json
 import zipfile
 
@@ -181,3 +182,42 @@ def test_ids_outside_the_label_map_are_reported_not_guessed(tmp_path):
     assert any("pixel value 99" in w and "3 pixels" in w for w in result["warnings"])
     manifest = json.loads((tmp_path / "u.json").read_text())
     assert {s["label"] for s in manifest["shapes"]} == {"car", "road"}
+
+
+@pytest.mark.parametrize("kind", ["labelIds", "color"])
+def test_fallbacks_to_label_ids_and_colors_warn(tmp_path, kind):
+    from worker.cityscapes.labels import LabelMap
+
+    classes = np.where(IDS >= 1000, IDS // 1000, IDS).astype(np.uint8)
+    if kind == "color":
+        colors = {label.id: label.color for label in LabelMap.cityscapes().drawn()}
+        data = encode_png(np.array([[colors[v] for v in row] for row in classes], np.uint8))
+    else:
+        data = encode_png(classes)
+    path = tmp_path / f"{kind}.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"gtFine/lindau/x_gtFine_{kind}.png", data)
+    result = run_import(parse_import_spec({"archive": str(path), "output": str(tmp_path / "o.json")}), jobs=1)
+    assert len(result["warnings"]) == 1 and ("labelIds" in result["warnings"][0] or "colour" in result["warnings"][0])
+    shapes = json.loads((tmp_path / "o.json").read_text())["shapes"]
+    assert {s["label"] for s in shapes} == {"car", "road"}
+    assert all("instance" not in s for s in shapes)
+
+
+def test_ranged_reads_fetch_only_what_a_member_needs(source, tmp_path):
+    from worker.cityscapes.reader import read_member
+    from worker.storage.local import LocalStorage
+    from worker.storage.ranged import RangedFile, open_ranged
+
+    _, original = source
+    raw = RangedFile(LocalStorage(), original.filename, Path(original.filename).stat().st_size)
+    fetched = []
+    real = raw.storage.read_range
+    raw.storage.read_range = lambda url, start, length: fetched.append(length) or real(url, start, length)
+    import io as _io
+
+    with zipfile.ZipFile(_io.BufferedReader(raw, 4096)) as archive:  # blocks small beside the zip
+        index = scan_archive(archive)
+        read_member(archive, index.items[0].members["instanceIds"], 1 << 30)
+    assert sum(fetched) < Path(original.filename).stat().st_size / 2
+    assert open_ranged(LocalStorage(), original.filename).read(4) == b"PK\x03\x04"
