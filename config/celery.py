@@ -19,7 +19,13 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.restore_interval,
+            "unacked_restore_throttle": settings.restore_interval,
+            # A worker killed while restoring must not block restores for kombu's 5 minutes.
+            "unacked_mutex_expire": 3 * settings.restore_interval,
+        },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_soft_time_limit": settings.soft_time_limit,
         "task_time_limit": settings.time_limit,

@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     soft_time_limit: int = Field(600, ge=1)  # seconds a task may run before it is told to stop
     time_limit: int = Field(660, ge=1)  # ... and before it is killed
     # A message not acknowledged this long (its worker died) is delivered again.
-    visibility_timeout: int = Field(900, ge=10)
+    visibility_timeout: int = Field(900, ge=2)
+    # How often a worker looks for such messages: recovery from a dead worker takes at most
+    # visibility_timeout + restore_interval seconds.
+    restore_interval: int = Field(10, ge=1)
     result_expires: int = Field(7 * 24 * 3600, ge=60)
     progress_ttl: int = Field(7 * 24 * 3600, ge=60)
     s3_max_attempts: int = Field(8, ge=1)

@@ -116,12 +116,14 @@ def s3(cluster_env):
     return boto3.client("s3")
 
 
-def start_worker(name: str, env: dict, logdir: Path) -> subprocess.Popen:
+def start_worker(name: str, env: dict, logdir: Path, queue: str = "cityscapes") -> subprocess.Popen:
+    """A `celery worker -c 1` in a session of its own, so that it can be killed with its pool."""
     log = open(logdir / f"{name}.log", "wb")
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", f"{name}@%h", "-c", "1",
-         "-Q", "cityscapes", "--without-mingle", "--without-gossip", "-l", "INFO"],
+         "-Q", queue, "--without-mingle", "--without-gossip", "-l", "INFO"],
         cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
