@@ -137,3 +137,13 @@ def test_cancel_mid_job_stops_it_and_leaves_nothing(s3, workers):
         time.sleep(0.2)
     assert keys(s3, f".cityscapes-staging/{job_id}") == []
     assert keys(s3, "out/ds5.zip") == []
+
+
+def test_pickled_messages_are_refused(workers):
+    from worker.celery import app
+
+    refused = app.send_task("cityscapes.cleanup", args=["pickled-job"], serializer="pickle")
+    accepted = app.send_task("cityscapes.cleanup", args=["json-job"])
+    assert accepted.get(timeout=30) == {"job_id": "json-job", "cleaned": True}
+    time.sleep(1)
+    assert refused.state == "PENDING"  # never run: the workers accept JSON only
