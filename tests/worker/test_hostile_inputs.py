@@ -11,30 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.factories import image, manifest, shape
 from worker.cityscapes.png import encode_png
-
-
-def manifest(**overrides):
-    base = {
-        "version": 1,
-        "labels": [{"name": "car", "color": "#00008e"}, {"name": "road", "color": "#804080"}],
-        "images": [{"id": 1, "name": "lindau/a.png", "width": 64, "height": 32}],
-        "shapes": [{"image": 1, "label": "car", "type": "polygon", "points": [1, 1, 20, 1, 10, 9]}],
-    }
-    base.update(overrides)
-    return base
-
-
-def shape(**overrides):
-    value = {"image": 1, "label": "car", "type": "polygon", "points": [1, 1, 20, 1, 10, 9]}
-    value.update(overrides)
-    return value
-
-
-def image(**overrides):
-    value = {"id": 1, "name": "lindau/a.png", "width": 64, "height": 32}
-    value.update(overrides)
-    return value
 
 
 def archive(members: dict[str, bytes], method=zipfile.ZIP_STORED) -> bytes:
@@ -131,7 +109,7 @@ def cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def check(run, code, text, out_dir, output):
+def check(run, out_dir, output, code, text):
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == code, run.stderr
     assert "Traceback" not in run.stderr
@@ -144,24 +122,25 @@ def check(run, code, text, out_dir, output):
         assert output.exists()
 
 
+def run_case(tmp_path, command, source_flag, data, output_name):
+    source = tmp_path / "input"
+    source.write_bytes(data)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    run = cli(command, source_flag, source, "--output", out_dir / output_name, "--jobs", "2")
+    return run, out_dir, out_dir / output_name
+
+
 @pytest.mark.parametrize("case", EXPORT_CASES)
 def test_export_of_broken_annotations(case, tmp_path):
     text, code, message = EXPORT_CASES[case]
-    (tmp_path / "m.json").write_text(text)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    run = cli("export", "--annotations", tmp_path / "m.json", "--output", out_dir / "o.zip", "--jobs", "2")
-    check(run, code, message, out_dir, out_dir / "o.zip")
+    check(*run_case(tmp_path, "export", "--annotations", text.encode(), "o.zip"), code, message)
 
 
 @pytest.mark.parametrize("case", IMPORT_CASES)
 def test_import_of_hostile_archives(case, tmp_path):
     data, code, message = IMPORT_CASES[case]
-    (tmp_path / "a.zip").write_bytes(data)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    run = cli("import", "--archive", tmp_path / "a.zip", "--output", out_dir / "o.json", "--jobs", "1")
-    check(run, code, message, out_dir, out_dir / "o.json")
+    check(*run_case(tmp_path, "import", "--archive", data, "o.json"), code, message)
 
 
 def test_the_corpus_is_large_enough():
