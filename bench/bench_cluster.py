@@ -47,7 +47,13 @@ from pathlib import Path
 import boto3
 import redis
 
-from tests.integration.conftest import ROOT, free_port, redis_server_binary, wait_until
+from tests.integration.conftest import (
+    ROOT,
+    free_port,
+    redis_server_binary,
+    stop_processes,
+    wait_until,
+)
 
 BUCKET = "bench"
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last: compose copies runs this large
@@ -288,14 +294,7 @@ class Cluster:
         self.run_job(warm, f"s3://{BUCKET}/warm/out.zip")
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            proc.terminate()
-        for proc in self.workers:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.workers, 60)
         for log in self.logs:
             log.close()
         self.workers, self.logs = [], []
@@ -427,14 +426,7 @@ class Cluster:
         self.events.stop()
         self.stop_workers()
         time.sleep(0.3)
-        parts = [self.moto, *self.redis_procs]
-        for proc in parts:
-            proc.terminate()
-        for proc in parts:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes([self.moto, *self.redis_procs], 10)
 
 
 def small_manifest(images: int) -> dict:

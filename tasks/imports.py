@@ -37,7 +37,6 @@ from worker.storage import join_url, storage_for
 from worker.storage.ranged import open_ranged
 
 log = logging.getLogger("cityscapes.import")
-MAX_MEMBER_BYTES = 512 << 20
 
 
 def _open_archive(url: str) -> zipfile.ZipFile:
@@ -45,10 +44,6 @@ def _open_archive(url: str) -> zipfile.ZipFile:
         return zipfile.ZipFile(open_ranged(storage_for(url), url))
     except zipfile.BadZipFile as exc:
         raise ClientError(f"{url}: not a zip archive ({exc})") from None
-
-
-def _url(staging: str, *parts: str) -> str:
-    return join_url(staging, *parts)
 
 
 @app.task(name="cityscapes.import", bind=True, base=JobTask)
@@ -68,10 +63,8 @@ def import_(self, **raw_spec):
         rows = [[number * size + k + 1, item.name, item.subset, item.members]
                 for k, item in enumerate(items)]
         document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
-        store.write(_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
-    callback = import_assemble.s(
-        job_id, spec.output, staging, index.warnings, spec.model_dump(), index.label_file
-    )
+        store.write(join_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
+    callback = import_assemble.s(job_id, spec.output, staging, spec.model_dump(), index.label_file)
     replace_with_chunks(self, import_chunk, len(chunks), len(index.items), callback, spec.output, staging)
 
 
@@ -80,14 +73,14 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
     if progress.is_cancelled(job_id):
         return {"chunk": number, "cancelled": True}
     store = storage_for(staging)
-    document = json.loads(store.read(_url(staging, "in", f"{number:05d}.json")))
+    document = json.loads(store.read(join_url(staging, "in", f"{number:05d}.json")))
     spec = ImportSpec.model_validate(document["spec"])
     images, shapes, warnings, changed = [], [], [], 0
     with _open_archive(spec.archive) as archive:
         label_map = archive_label_map(archive, document["label_file"])
         for image_id, name, subset, members in document["items"]:
             item = Item(name, subset, members)
-            files = {kind: read_member(archive, member, MAX_MEMBER_BYTES)
+            files = {kind: read_member(archive, member)
                      for kind, member in members.items()}
             result = import_item(item, files, label_map, spec.shapes, spec.format)
             if spec.labels is not None:
@@ -97,8 +90,8 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
             warnings.extend(result.warnings)
             changed += result.changed_pixels
     part = ",".join(shapes).encode()
-    store.write(_url(staging, "parts", f"{number:05d}.shapes"), part)
-    store.write(_url(staging, "parts", f"{number:05d}.images.json"), json.dumps(images).encode())
+    store.write(join_url(staging, "parts", f"{number:05d}.shapes"), part)
+    store.write(join_url(staging, "parts", f"{number:05d}.images.json"), json.dumps(images).encode())
     if not chunk_finished(job_id, number, len(images), staging):
         return {"chunk": number, "cancelled": True}
     return {"chunk": number, "images": len(images), "shapes": len(shapes), "size": len(part),
@@ -107,7 +100,7 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
 
 @app.task(name="cityscapes.import_assemble", bind=True, base=JobTask)
 def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str], raw_spec: dict, label_file: str | None) -> dict:
+                    raw_spec: dict, label_file: str | None) -> dict:
     spec = ImportSpec.model_validate(raw_spec)
     if assembly_cancelled(job_id, chunks, staging):
         return {"cancelled": True}
@@ -115,17 +108,17 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     chunks = sorted(chunks, key=lambda c: c["chunk"])
     images = []
     for chunk in chunks:
-        images.extend(json.loads(store.read(_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
+        images.extend(json.loads(store.read(join_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
     with _open_archive(spec.archive) as archive:
         label_map = archive_label_map(archive, label_file)
     head = document_head(spec.format, label_map, images, spec.task_labels())
-    store.write(_url(staging, "head.json"), head.encode())
-    store.write(_url(staging, "comma"), b",")
-    sources: list[tuple[str, int]] = [(_url(staging, "head.json"), len(head.encode()))]
+    store.write(join_url(staging, "head.json"), head.encode())
+    store.write(join_url(staging, "comma"), b",")
+    sources: list[tuple[str, int]] = [(join_url(staging, "head.json"), len(head.encode()))]
     for chunk in (c for c in chunks if c["size"]):
         if len(sources) > 1:
-            sources.append((_url(staging, "comma"), 1))
-        sources.append((_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
+            sources.append((join_url(staging, "comma"), 1))
+        sources.append((join_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
     size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode())
     store.delete_prefix(staging)
-    return finish_job(job_id, output, size, chunks, warnings, ("shapes", "changed_pixels"))
+    return finish_job(job_id, output, size, chunks, [], ("shapes", "changed_pixels"))

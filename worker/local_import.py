@@ -3,14 +3,12 @@ decodes and traces the items; the parent streams the manifest out, so memory sta
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from worker.cityscapes.importer import (
     DOCUMENT_TAIL,
@@ -30,10 +28,9 @@ from worker.cityscapes.reader import (
 )
 from worker.errors import ClientError
 from worker.jobs import ImportSpec
-from worker.storage.local import local_path
+from worker.storage.local import atomic_output, local_path
 
 Progress = Callable[[int, int], None]
-MAX_MEMBER_BYTES = 512 << 20
 
 _state: tuple[str, LabelMap, str, str] | None = None
 _archive: zipfile.ZipFile | None = None
@@ -51,7 +48,7 @@ def _import_one(item: Item) -> ImportedImage:
     path, label_map, shapes, output_format = _state
     if _archive is None:  # one handle per process: a shared one would share its file offset
         _archive = zipfile.ZipFile(path)
-    files = {kind: read_member(_archive, member, MAX_MEMBER_BYTES)
+    files = {kind: read_member(_archive, member)
              for kind, member in item.members.items()}
     return import_item(item, files, label_map, shapes, output_format)
 
@@ -81,38 +78,31 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
     with archive:
         index = scan_archive(archive)
         label_map = archive_label_map(archive, index.label_file)
-    warnings = list(index.warnings)
+    warnings: list[str] = []
     images: list[dict] = []
     shapes_written = changed = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-    try:
-        with tempfile.TemporaryFile("w+") as shapes_file, os.fdopen(fd, "w") as out:
-            first = True
-            settings = (label_map, spec.shapes, spec.format)
-            results = _imports(archive_path, index.items, settings, jobs or os.cpu_count() or 1)
-            task_labels = spec.task_labels()
-            for number, result in enumerate(results, 1):
-                if task_labels is not None:
-                    result = map_onto_task(result, task_labels)
-                images.append({"id": number, **result.image})
-                for record in document_records(result, number, spec.format):
-                    shapes_file.write(("" if first else ",") + record)
-                    first = False
-                    shapes_written += 1
-                warnings.extend(result.warnings)
-                changed += result.changed_pixels
-                if progress:
-                    progress(number, len(index.items))
-            out.write(document_head(spec.format, label_map, images, task_labels))
-            shapes_file.seek(0)
-            while chunk := shapes_file.read(1 << 20):
-                out.write(chunk)
-            out.write(DOCUMENT_TAIL)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with tempfile.TemporaryFile("w+") as shapes_file, atomic_output(output, "w") as out:
+        first = True
+        settings = (label_map, spec.shapes, spec.format)
+        results = _imports(archive_path, index.items, settings, jobs or os.cpu_count() or 1)
+        task_labels = spec.task_labels()
+        for number, result in enumerate(results, 1):
+            if task_labels is not None:
+                result = map_onto_task(result, task_labels)
+            images.append({"id": number, **result.image})
+            for record in document_records(result, number, spec.format):
+                shapes_file.write(("" if first else ",") + record)
+                first = False
+                shapes_written += 1
+            warnings.extend(result.warnings)
+            changed += result.changed_pixels
+            if progress:
+                progress(number, len(index.items))
+        out.write(document_head(spec.format, label_map, images, task_labels))
+        shapes_file.seek(0)
+        while chunk := shapes_file.read(1 << 20):
+            out.write(chunk)
+        out.write(DOCUMENT_TAIL)
     return {
         "output": spec.output,
         "images": len(images),

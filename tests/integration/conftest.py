@@ -38,6 +38,17 @@ def wait_until(check, timeout: float, what: str):
     raise TimeoutError(f"{what} did not come up within {timeout} s")
 
 
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """Ask each to stop, then wait; kill what is still there after `timeout` seconds."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -59,8 +70,7 @@ def redis_url(tmp_path_factory):
     url = f"redis://127.0.0.1:{port}"
     wait_until(lambda: redis.Redis.from_url(url).ping(), 20, "redis-server")
     yield url
-    proc.terminate()
-    proc.wait(10)
+    stop_processes([proc], 10)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +86,7 @@ def s3_endpoint():
     wait_until(lambda: client.list_buckets() is not None, 30, "moto server")
     client.create_bucket(Bucket=BUCKET)
     yield endpoint
-    proc.terminate()
-    proc.wait(10)
+    stop_processes([proc], 10)
 
 
 @pytest.fixture(scope="session")
@@ -135,11 +144,5 @@ def workers(cluster_env, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("workers")
     procs = [start_worker(name, cluster_env, logdir) for name in ("w1", "w2")]
     wait_until(lambda: len(app.control.ping(timeout=0.5)) >= 2, 60, "two celery workers")
-    yield [p for p in procs]
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    yield procs
+    stop_processes(procs)

@@ -5,7 +5,6 @@ import json
 import time
 import zipfile
 
-import pytest
 from PIL import Image
 
 from tests.integration.conftest import BUCKET

@@ -31,6 +31,7 @@ MAX_MEMBERS = 500_000
 MAX_TOTAL_BYTES = 16 << 30  # uncompressed
 MAX_RATIO = 500  # uncompressed / compressed, for members over 1 MiB
 MAX_PIXELS = 1 << 28  # 16384 x 16384
+MAX_MEMBER_BYTES = 512 << 20  # what one member may expand to
 # A broken PNG is reported by our own message; OpenCV's warnings on stderr would only add noise.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
@@ -50,7 +51,6 @@ class Item:
 class ArchiveIndex:
     items: list[Item]
     label_file: str | None
-    warnings: list[str]
 
 
 def check_member_name(name: str) -> None:
@@ -86,7 +86,6 @@ def scan_archive(archive: zipfile.ZipFile) -> ArchiveIndex:
     root = _root(names)
     label_file = next((root + f for f in LABEL_FILES if root + f in names), None)
     items: dict[tuple[str, str], Item] = {}
-    warnings: list[str] = []
     prefix = root + "gtFine/"
     for name in names:
         if not name.startswith(prefix):
@@ -103,7 +102,7 @@ def scan_archive(archive: zipfile.ZipFile) -> ArchiveIndex:
         item.members[KINDS[kind]] = name
     if not items:
         raise ArchiveError("no gtFine/**/*_gtFine_instanceIds.png (or labelIds, color, polygons)")
-    return ArchiveIndex(sorted(items.values(), key=lambda i: (i.subset, i.name)), label_file, warnings)
+    return ArchiveIndex(sorted(items.values(), key=lambda i: (i.subset, i.name)), label_file)
 
 
 def _root(names: list[str]) -> str:
@@ -125,7 +124,7 @@ def _subset_and_city(folders: list[str]) -> tuple[str, str]:
     return folders[0], "/".join(folders[1:])
 
 
-def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+def read_member(archive: zipfile.ZipFile, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
     """A member's bytes, refusing more than `limit` (whatever its header claims)."""
     with archive.open(name) as stream:
         data = stream.read(limit + 1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 from worker.errors import StorageDenied, StorageNotFound
 from worker.storage.base import Storage
@@ -13,6 +15,20 @@ from worker.storage.base import Storage
 
 def local_path(url: str) -> Path:
     return Path(url[len("file://") :]) if url.startswith("file://") else Path(url)
+
+
+@contextmanager
+def atomic_output(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """A file that appears at `path` only when the block ends without an error."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as out:
+            yield out
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class LocalStorage(Storage):
@@ -41,9 +57,8 @@ class LocalStorage(Storage):
     def write(self, url: str, data: bytes) -> None:
         path = local_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_output(path) as out:
+            out.write(data)
 
     def download(self, url: str, path: Path) -> None:
         try:
@@ -61,18 +76,11 @@ class LocalStorage(Storage):
 
     def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes) -> int:
         path = local_path(url)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for source, _ in sources:
-                    with local_path(source).open("rb") as part:
-                        shutil.copyfileobj(part, out, 1 << 20)
-                out.write(tail)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as out:
+            for source, _ in sources:
+                with local_path(source).open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+            out.write(tail)
         return path.stat().st_size
 
     def abort_uploads(self, url: str) -> int:
