@@ -22,7 +22,8 @@ def celery_config(settings: Settings) -> dict:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.restore_interval,
-            "unacked_restore_throttle": settings.restore_interval,
+            # kombu's throttle is a count of sweeps to skip, not seconds: sweep every interval.
+            "unacked_restore_throttle": 1,
             # A worker killed while restoring must not block restores for kombu's 5 minutes.
             "unacked_mutex_expire": 3 * settings.restore_interval,
         },

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # How often a worker looks for such messages: recovery from a dead worker takes at most
     # visibility_timeout + restore_interval seconds.
     restore_interval: int = Field(10, ge=1)
+    # A job with no sign of life (a chunk starting or ending) for this long is failed and its
+    # files removed; it must exceed the longest a chunk can wait for redelivery, and the longest
+    # a job's chunks wait in the queue behind other jobs.
+    stuck_after: int = Field(3600, ge=2)
+    reap_interval: int = Field(60, ge=1)  # how often one of the workers looks for stuck jobs
     result_expires: int = Field(7 * 24 * 3600, ge=60)
     progress_ttl: int = Field(7 * 24 * 3600, ge=60)
     s3_max_attempts: int = Field(8, ge=1)
@@ -46,6 +51,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CITYSCAPES_VISIBILITY_TIMEOUT must exceed CITYSCAPES_TIME_LIMIT, or running"
                 " tasks are delivered twice"
+            )
+        if self.stuck_after <= self.visibility_timeout + self.restore_interval:
+            raise ValueError(
+                "CITYSCAPES_STUCK_AFTER must exceed CITYSCAPES_VISIBILITY_TIMEOUT +"
+                " CITYSCAPES_RESTORE_INTERVAL, or chunks waiting for redelivery are reaped"
             )
         if self.staging_prefix.startswith("/") or not self.staging_prefix.endswith("/"):
             raise ValueError("CITYSCAPES_STAGING_PREFIX must be a relative key prefix ending in /")

@@ -7,7 +7,7 @@ import logging
 from celery import Task
 
 from worker import progress
-from worker.errors import ClientError, ServerError
+from worker.errors import CityscapesWorkerError, ServerError
 
 log = logging.getLogger("cityscapes.tasks")
 
@@ -28,7 +28,7 @@ class JobTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = self.job_id(task_id, args)
-        message = str(exc) if isinstance(exc, (ClientError, ServerError)) else (
+        message = str(exc) if isinstance(exc, CityscapesWorkerError) else (
             f"unexpected {type(exc).__name__}: {exc}")
         log.error("task %s failed: %s", self.name, message, extra={"job_id": job_id})
         if progress.read(job_id).get("state") not in progress.TERMINAL:

@@ -19,7 +19,7 @@ from pathlib import Path
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
 from tasks.jobs import (
-    assembly_cancelled,
+    chunks_to_assemble,
     chunk_finished,
     finish_job,
     replace_with_chunks,
@@ -90,7 +90,7 @@ def export(self, **raw_spec):
 
 @app.task(name="cityscapes.export_chunk", bind=True, base=ChunkTask)
 def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
-    if progress.is_cancelled(job_id):
+    if not progress.check_in(job_id):
         return {"chunk": index, "cancelled": True}
     store = storage_for(staging)
     _, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
@@ -117,10 +117,10 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
 def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
                     warnings: list[str]) -> dict:
-    if assembly_cancelled(job_id, chunks, staging):
+    chunks = chunks_to_assemble(job_id, chunks, staging)
+    if chunks is None:
         return {"cancelled": True}
     store = storage_for(staging)
-    chunks = sorted(chunks, key=lambda c: c["chunk"])
     records: list[EntryRecord] = []
     sources, offset = [], 0
     for chunk in chunks:

@@ -15,7 +15,7 @@ import zipfile
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
 from tasks.jobs import (
-    assembly_cancelled,
+    chunks_to_assemble,
     chunk_finished,
     finish_job,
     replace_with_chunks,
@@ -70,7 +70,7 @@ def import_(self, **raw_spec):
 
 @app.task(name="cityscapes.import_chunk", bind=True, base=ChunkTask)
 def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
-    if progress.is_cancelled(job_id):
+    if not progress.check_in(job_id):
         return {"chunk": number, "cancelled": True}
     store = storage_for(staging)
     document = json.loads(store.read(join_url(staging, "in", f"{number:05d}.json")))
@@ -102,10 +102,10 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
 def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
                     raw_spec: dict, label_file: str | None) -> dict:
     spec = ImportSpec.model_validate(raw_spec)
-    if assembly_cancelled(job_id, chunks, staging):
+    chunks = chunks_to_assemble(job_id, chunks, staging)
+    if chunks is None:
         return {"cancelled": True}
     store = storage_for(staging)
-    chunks = sorted(chunks, key=lambda c: c["chunk"])
     images = []
     for chunk in chunks:
         images.extend(json.loads(store.read(join_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))

@@ -11,6 +11,7 @@ from celery import Signature, Task, chord, group
 from config.settings import get_settings
 from worker import progress
 from worker.celery import app
+from worker.errors import IncompleteJob
 from worker.storage import join_url, storage_for
 from worker.storage.s3 import split_url
 
@@ -45,20 +46,28 @@ def replace_with_chunks(
 
 
 def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
-    """Count a chunk's images, unless the job was cancelled while it ran: then remove what it
+    """Count a chunk's images, unless the job was stopped while it ran: then remove what it
     staged (a cleanup may already have passed) and say so."""
-    if progress.is_cancelled(job_id):
+    if progress.is_stopped(job_id):
         storage_for(staging).delete_prefix(join_url(staging, "parts"))
         return False
     progress.chunk_done(job_id, number, images)
     return True
 
 
-def assembly_cancelled(job_id: str, chunks: list[dict], staging: str) -> bool:
-    if progress.is_cancelled(job_id) or any(c.get("cancelled") for c in chunks):
+def chunks_to_assemble(job_id: str, chunks: list[dict], staging: str) -> list[dict] | None:
+    """The chord's chunk results, one per chunk in order; None when the job was stopped (its
+    staging is then removed). A chunk delivered twice counts once; a chunk missing (the chord
+    fired early) fails the job rather than writing an incomplete output."""
+    if not progress.check_in(job_id) or any(c.get("cancelled") for c in chunks):
         storage_for(staging).delete_prefix(staging)
-        return True
-    return False
+        return None
+    by_number = {c["chunk"]: c for c in chunks}
+    total = progress.read(job_id).get("total", len(by_number))
+    missing = sorted(set(range(total)) - set(by_number))
+    if missing:
+        raise IncompleteJob(f"chunks {missing[:10]} of {total} never reported; nothing was written")
+    return [by_number[n] for n in range(total)]
 
 
 def finish_job(job_id: str, output: str, size: int, chunks: list[dict], warnings: list[str],
@@ -89,6 +98,11 @@ def discard_job_files(output: str, staging: str) -> None:
     storage_for(staging).delete_prefix(staging)
 
 
+def revoke_job(job_id: str, chunks: int) -> None:
+    """Tell every worker to drop the job's tasks still queued."""
+    app.control.revoke([job_id] + [chunk_id(job_id, n) for n in range(chunks)])
+
+
 @app.task(name="cityscapes.cleanup")
 def cleanup(job_id: str) -> dict:
     """Remove what a cancelled job left behind."""
@@ -96,3 +110,26 @@ def cleanup(job_id: str) -> dict:
     if "output" in state and "staging" in state:
         discard_job_files(state["output"], state["staging"])
     return {"job_id": job_id, "cleaned": True}
+
+
+@app.task(name="cityscapes.reap")
+def reap() -> list[str]:
+    """Fail the jobs that showed no sign of life for CITYSCAPES_STUCK_AFTER seconds (a chunk
+    lost, its workers gone for good) and remove what they staged or half-uploaded. Workers send
+    this task every CITYSCAPES_REAP_INTERVAL seconds, one of them at a time."""
+    quiet = get_settings().stuck_after
+    reaped = []
+    for job_id in progress.quiet_since(quiet):
+        state = progress.read(job_id)
+        if state.get("state") in progress.TERMINAL or not state:
+            progress.forget(job_id)
+            continue
+        message = (f"stuck: no progress for {quiet} s (a chunk was lost or its workers are gone);"
+                   " failed by the reaper")
+        progress.fail(job_id, message)
+        revoke_job(job_id, state.get("total", 0))
+        if "output" in state and "staging" in state:
+            discard_job_files(state["output"], state["staging"])
+        log.error(message, extra={"job_id": job_id})
+        reaped.append(job_id)
+    return reaped

@@ -48,15 +48,14 @@ def status(job_id: str) -> dict[str, Any]:
 
 def cancel(job_id: str) -> dict[str, Any]:
     """Stop the job's remaining chunks and remove what it staged or half-uploaded."""
-    from tasks.jobs import chunk_id
+    from tasks.jobs import revoke_job
 
     state = progress.read(job_id)
     if state.get("state") in progress.TERMINAL:
         return status(job_id)
     progress.cancel(job_id)
-    app = _app()
-    app.control.revoke([job_id] + [chunk_id(job_id, i) for i in range(state.get("total", 0))])
-    app.send_task("cityscapes.cleanup", args=[job_id])
+    revoke_job(job_id, state.get("total", 0))
+    _app().send_task("cityscapes.cleanup", args=[job_id])
     return status(job_id)
 
 

@@ -49,3 +49,7 @@ class StorageDenied(ClientError):
 
 class ServerError(CityscapesWorkerError):
     """A fault outside the input (storage, broker); the operation may succeed when retried."""
+
+
+class IncompleteJob(CityscapesWorkerError):
+    """A job's parts did not all arrive (a chunk lost); retrying the assembly cannot help."""

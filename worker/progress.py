@@ -2,11 +2,15 @@
 
 Fields: state (PLANNING, RUNNING, SUCCESS, FAILURE, CANCELLED), done and total (chunks), images_done,
 images, error, result (JSON). Any process can read it while the job runs.
+
+Jobs not yet ended are also kept in one sorted set, scored by the time of their last sign of life
+(a write here, a chunk starting or ending), which is where the reaper looks for stuck jobs.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
@@ -14,7 +18,9 @@ import redis
 from config.settings import get_settings
 
 _PREFIX = "cityscapes:job:"
+_ACTIVE = "cityscapes:jobs:active"
 TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
+STOPPED = ("FAILURE", "CANCELLED")
 _clients: dict[str, redis.Redis] = {}
 
 
@@ -30,6 +36,10 @@ def _write(job_id: str, fields: dict[str, Any]) -> None:
     pipe = _redis().pipeline()
     pipe.hset(key, mapping={k: v if isinstance(v, (str, int)) else json.dumps(v) for k, v in fields.items()})
     pipe.expire(key, get_settings().progress_ttl)
+    if fields.get("state") in TERMINAL:
+        pipe.zrem(_ACTIVE, job_id)
+    else:
+        pipe.zadd(_ACTIVE, {job_id: time.time()})
     pipe.execute()
 
 
@@ -55,7 +65,32 @@ def chunk_done(job_id: str, chunk: int, images: int) -> None:
         pipe.hincrby(key, "done", 1)
         pipe.hincrby(key, "images_done", images)
         pipe.expire(key + ":chunks", get_settings().progress_ttl)
+        pipe.zadd(_ACTIVE, {job_id: time.time()}, xx=True)
         pipe.execute()
+
+
+def check_in(job_id: str) -> bool:
+    """A task of the job starts: note the sign of life; False if the job was stopped (cancelled,
+    or failed by another task or by the reaper) and the task should not run."""
+    pipe = _redis().pipeline()
+    pipe.zadd(_ACTIVE, {job_id: time.time()}, xx=True)
+    pipe.hget(_PREFIX + job_id, "state")
+    return pipe.execute()[1] not in STOPPED
+
+
+def forget(job_id: str) -> None:
+    """Take an ended (or expired) job out of the reaper's view."""
+    _redis().zrem(_ACTIVE, job_id)
+
+
+def claim(name: str, seconds: int) -> bool:
+    """True for one caller per `seconds` across the cluster."""
+    return bool(_redis().set(f"cityscapes:claim:{name}", 1, nx=True, ex=seconds))
+
+
+def quiet_since(seconds: float) -> list[str]:
+    """Jobs not ended that showed no sign of life for `seconds`."""
+    return _redis().zrangebyscore(_ACTIVE, 0, time.time() - seconds)
 
 
 def finish(job_id: str, result: dict) -> None:
@@ -83,5 +118,6 @@ def read(job_id: str) -> dict[str, Any]:
     return out
 
 
-def is_cancelled(job_id: str) -> bool:
-    return _redis().hget(_PREFIX + job_id, "state") == "CANCELLED"
+def is_stopped(job_id: str) -> bool:
+    """Cancelled, or failed: the job's remaining tasks have nothing left to do."""
+    return _redis().hget(_PREFIX + job_id, "state") in STOPPED

@@ -22,6 +22,16 @@ def put_dataset(s3, prefix, manifest, photos=True):
             s3.put_object(Bucket=BUCKET, Key=f"{prefix}/images/{image['name']}", Body=buffer.getvalue())
 
 
+def local_copy(s3, prefix, manifest, tmp_path):
+    """The dataset put by `put_dataset`, back on local files: (manifest path, images folder)."""
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    for image in manifest["images"]:
+        path = tmp_path / "images" / image["name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/images/{image['name']}")["Body"].read())
+    return tmp_path / "m.json", tmp_path / "images"
+
+
 def keys(s3, prefix):
     return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
 
@@ -57,14 +67,10 @@ def test_cluster_export_equals_the_in_process_export(s3, workers, tmp_path):
     cluster_zip = s3.get_object(Bucket=BUCKET, Key="out/ds1.zip")["Body"].read()
     assert result["bytes"] == len(cluster_zip)
     # The same job in one process, on local copies of the same files.
-    (tmp_path / "m.json").write_text(json.dumps(manifest))
-    for image in manifest["images"]:
-        path = tmp_path / "images" / image["name"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(s3.get_object(Bucket=BUCKET, Key=f"ds1/images/{image['name']}")["Body"].read())
+    manifest_path, images = local_copy(s3, "ds1", manifest, tmp_path)
     local = tmp_path / "local.zip"
-    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(local),
-                                  "images": str(tmp_path / "images"), "save_images": True}), jobs=1)
+    run_export(parse_export_spec({"annotations": str(manifest_path), "output": str(local),
+                                  "images": str(images), "save_images": True}), jobs=1)
     assert zipfile.ZipFile(io.BytesIO(cluster_zip)).testzip() is None
     assert cluster_zip == local.read_bytes()
 

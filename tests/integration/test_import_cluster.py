@@ -11,15 +11,21 @@ from worker.local_import import run_import
 from worker.synth import make_manifest
 
 
+def put_export(s3, tmp_path, manifest, key, **options):
+    """Export `manifest` in this process and put the zip at `key`; returns the local zip."""
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    archive = tmp_path / key.replace("/", "-")
+    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(archive),
+                                  **options}), jobs=1)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=archive.read_bytes())
+    return archive
+
+
 def test_cluster_import_equals_the_in_process_import(s3, workers, tmp_path):
     from worker import client
 
     manifest = make_manifest(10, width=512, height=256, seed=8, objects=25, stuff_vertices=60)
-    (tmp_path / "m.json").write_text(json.dumps(manifest))
-    archive = tmp_path / "a.zip"
-    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(archive),
-                                  "polygons_json": False}), jobs=1)
-    s3.put_object(Bucket=BUCKET, Key="imp/a.zip", Body=archive.read_bytes())
+    archive = put_export(s3, tmp_path, manifest, "imp/a.zip", polygons_json=False)
 
     job_id = client.submit_import({"archive": f"s3://{BUCKET}/imp/a.zip",
                                    "output": f"s3://{BUCKET}/imp/out.json"})
@@ -47,11 +53,7 @@ def test_cluster_coco_import_equals_the_in_process_one(s3, workers, tmp_path):
     from worker import client
 
     manifest = make_manifest(5, width=256, height=128, seed=12, objects=12, stuff_vertices=30)
-    (tmp_path / "m.json").write_text(json.dumps(manifest))
-    archive = tmp_path / "c.zip"
-    run_export(parse_export_spec({"annotations": str(tmp_path / "m.json"), "output": str(archive)}),
-               jobs=1)
-    s3.put_object(Bucket=BUCKET, Key="imp/c.zip", Body=archive.read_bytes())
+    archive = put_export(s3, tmp_path, manifest, "imp/c.zip")
     job_id = client.submit_import({"archive": f"s3://{BUCKET}/imp/c.zip", "format": "coco",
                                    "output": f"s3://{BUCKET}/imp/c.json"})
     assert client.wait(job_id, timeout=120)["state"] == "SUCCESS"

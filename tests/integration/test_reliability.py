@@ -1,0 +1,198 @@
+"""Crash safety on real parts: workers killed or stopped mid-job, chunks lost for good.
+
+These tests run a cluster of their own on a queue of its own, with short limits, so that a dead
+worker's chunk is delivered again within seconds (the same settings an operator would lower)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.integration.conftest import BUCKET, start_worker, stop_processes, wait_until
+from tests.integration.test_export_cluster import keys, local_copy, put_dataset
+from tests.integration.test_import_cluster import put_export
+from worker.jobs import parse_export_spec, parse_import_spec
+from worker.local import run_export
+from worker.local_import import run_import
+from worker.synth import make_manifest
+
+QUEUE = "reliability"
+VISIBILITY, RESTORE, STUCK_AFTER = 5, 1, 12
+LIMITS = {
+    "CITYSCAPES_QUEUE": QUEUE,
+    "CITYSCAPES_CHUNK_SIZE": "4",
+    "CITYSCAPES_SOFT_TIME_LIMIT": "3",
+    "CITYSCAPES_TIME_LIMIT": "4",
+    "CITYSCAPES_VISIBILITY_TIMEOUT": str(VISIBILITY),
+    "CITYSCAPES_RESTORE_INTERVAL": str(RESTORE),
+    "CITYSCAPES_STUCK_AFTER": str(STUCK_AFTER),
+    "CITYSCAPES_REAP_INTERVAL": "1",
+}
+
+
+class Cluster:
+    """Two workers, r1 and r2, on the reliability queue; a stopped one can be started again."""
+
+    def __init__(self, env: dict, logdir):
+        self.env, self.logdir, self.procs = {**env, **LIMITS}, logdir, {}
+        self.starts = 0
+
+    def start(self, name: str) -> None:
+        self.starts += 1
+        log_name = f"{name}-{self.starts}"
+        self.procs[name] = (start_worker(log_name, self.env, self.logdir, queue=QUEUE), log_name)
+
+    def ensure_running(self) -> None:
+        from worker.celery import app
+
+        for name in ("r1", "r2"):
+            if name not in self.procs or self.procs[name][0].poll() is not None:
+                self.start(name)
+        names = {f"{log}@" for _, log in self.procs.values()}
+        wait_until(lambda: names <= {n.split("@")[0] + "@" for r in app.control.ping(timeout=0.5)
+                                     for n in r}, 60, "reliability workers")
+
+    def log(self, name: str) -> str:
+        return (self.logdir / f"{self.procs[name][1]}.log").read_text(errors="replace")
+
+    def held_chunk(self, name: str, job_id: str) -> str | None:
+        """A chunk of the job the worker has received and not yet finished."""
+        text = self.log(name)
+        received = re.findall(rf"export_chunk\[({job_id}-chunk-\d+)\] received|"
+                              rf"import_chunk\[({job_id}-chunk-\d+)\] received", text)
+        finished = set(re.findall(rf"\[({job_id}-chunk-\d+)\] succeeded", text))
+        held = [a or b for a, b in received if (a or b) not in finished]
+        return held[-1] if held else None
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_env, tmp_path_factory):
+    group = Cluster(cluster_env, tmp_path_factory.mktemp("reliability-workers"))
+    group.ensure_running()
+    yield group
+    stop_processes([proc for proc, _ in group.procs.values()])
+
+
+def submit(task: str, spec: dict) -> str:
+    from worker.celery import app
+
+    return app.send_task(task, kwargs=spec, queue=QUEUE).id
+
+
+def kill_while_holding(cluster: Cluster, name: str, job_id: str, sig: int) -> tuple[str, float]:
+    """Send `sig` to the worker (SIGKILL: to its whole process group, pool included) once it
+    holds a chunk of the job; returns the chunk and the time."""
+    from worker import client
+
+    def holding():
+        state = client.status(job_id)
+        assert state["state"] not in ("SUCCESS", "FAILURE"), state
+        return cluster.held_chunk(name, job_id)
+
+    chunk = wait_until(holding, 60, f"{name} holding a chunk")
+    proc = cluster.procs[name][0]
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    return chunk, time.monotonic()
+
+
+def chunk_worker(chunk: str) -> str:
+    from celery.result import AsyncResult
+
+    from worker.celery import app
+
+    return AsyncResult(chunk, app=app)._get_task_meta().get("worker", "")
+
+
+def export_dataset(s3, tmp_path, prefix: str, images: int):
+    manifest = make_manifest(images, width=1536, height=768, seed=31, objects=60, stuff_vertices=200)
+    put_dataset(s3, prefix, manifest)
+    spec = {"annotations": f"s3://{BUCKET}/{prefix}/annotations.json",
+            "images": f"s3://{BUCKET}/{prefix}/images", "save_images": True, "image_ext": ".jpg",
+            "output": f"s3://{BUCKET}/{prefix}/out.zip"}
+    manifest_path, images = local_copy(s3, prefix, manifest, tmp_path)
+    local = tmp_path / "local.zip"
+    run_export(parse_export_spec({**spec, "annotations": str(manifest_path), "images": str(images),
+                                  "output": str(local)}), jobs=1)
+    return spec, local.read_bytes()
+
+
+def assert_whole(s3, job_id: str, final: dict, images: int, chunks: int) -> None:
+    assert final["state"] == "SUCCESS", final
+    assert (final["done"], final["total"], final["images_done"]) == (chunks, chunks, images)
+    assert final["result"]["images"] == images
+    assert keys(s3, f".cityscapes-staging/{job_id}") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_an_export_survives_a_worker_stopping_mid_chunk(s3, cluster, tmp_path, sig):
+    from worker import client
+
+    cluster.ensure_running()
+    prefix = f"rel-export-{sig.name.lower()}"
+    spec, expected = export_dataset(s3, tmp_path, prefix, 24)
+    job_id = submit("cityscapes.export", spec)
+    chunk, stopped_at = kill_while_holding(cluster, "r1", job_id, sig)
+    final = client.wait(job_id, timeout=120)
+    recovery = time.monotonic() - stopped_at
+    print(f"{sig.name}: held {chunk}, job ended {recovery:.1f} s later")
+
+    assert_whole(s3, job_id, final, 24, 6)
+    assert s3.get_object(Bucket=BUCKET, Key=f"{prefix}/out.zip")["Body"].read() == expected
+    if sig == signal.SIGKILL:
+        # The chunk the dead worker held ran again on the other one, within the documented bound.
+        assert chunk_worker(chunk).startswith("r2-")
+        assert recovery < VISIBILITY + RESTORE + 10
+    else:
+        # A warm stop finishes the chunk in hand first, and the worker exits cleanly.
+        assert cluster.procs["r1"][0].wait(30) == 0
+        assert chunk_worker(chunk).startswith("r1-")
+
+
+def test_an_import_survives_a_worker_killed_mid_chunk(s3, cluster, tmp_path):
+    from worker import client
+
+    cluster.ensure_running()
+    manifest = make_manifest(24, width=1536, height=768, seed=32, objects=60, stuff_vertices=200)
+    archive = put_export(s3, tmp_path, manifest, "rel-import/a.zip")
+    job_id = submit("cityscapes.import", {"archive": f"s3://{BUCKET}/rel-import/a.zip",
+                                          "output": f"s3://{BUCKET}/rel-import/out.json"})
+    chunk, killed_at = kill_while_holding(cluster, "r2", job_id, signal.SIGKILL)
+    final = client.wait(job_id, timeout=120)
+    recovery = time.monotonic() - killed_at
+    print(f"import: held {chunk}, job ended {recovery:.1f} s after the kill")
+
+    assert_whole(s3, job_id, final, 24, 6)
+    assert chunk_worker(chunk).startswith("r1-")
+    assert recovery < VISIBILITY + RESTORE + 10
+    run_import(parse_import_spec({"archive": str(archive), "output": str(tmp_path / "local.json")}), jobs=1)
+    cluster_output = s3.get_object(Bucket=BUCKET, Key="rel-import/out.json")["Body"].read()
+    assert cluster_output == (tmp_path / "local.json").read_bytes()
+
+
+def test_a_job_whose_chunks_are_lost_is_failed_by_the_reaper(s3, cluster, cluster_env, tmp_path):
+    import redis
+
+    from worker import client
+
+    cluster.ensure_running()
+    spec, _ = export_dataset(s3, tmp_path, "rel-lost", 40)
+    job_id = submit("cityscapes.export", spec)
+    wait_until(lambda: client.status(job_id)["state"] == "RUNNING", 60, "the job's chunks")
+    # The chunks still queued are lost (a broker restored without them, say).
+    redis.Redis.from_url(cluster_env["CELERY_BROKER_URL"]).delete(QUEUE)
+    lost_at = time.monotonic()
+    final = client.wait(job_id, timeout=STUCK_AFTER + 30)
+    print(f"reaped {time.monotonic() - lost_at:.1f} s after its chunks were lost")
+
+    assert final["state"] == "FAILURE" and "stuck" in final["error"], final
+    assert final["done"] < final["total"]
+    wait_until(lambda: keys(s3, f".cityscapes-staging/{job_id}") == [], 10, "staging removed")
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert keys(s3, "rel-lost/out.zip") == []
