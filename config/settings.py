@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     reap_interval: int = Field(60, ge=1)  # how often one of the workers looks for stuck jobs
     result_expires: int = Field(7 * 24 * 3600, ge=60)
     progress_ttl: int = Field(7 * 24 * 3600, ge=60)
+    # S3 calls: attempts (botocore's standard retry mode: backoff with jitter) and timeouts, s
     s3_max_attempts: int = Field(8, ge=1)
+    s3_connect_timeout: float = Field(10, gt=0)
+    s3_read_timeout: float = Field(60, gt=0)
 
     @model_validator(mode="after")
     def _limits(self) -> Settings:

@@ -84,8 +84,8 @@ class ImageJob:
         url = join_url(self.images, image.name)
         try:
             return storage_for(url).read(url)
-        except StorageNotFound:
-            raise ImageSourceError(f"image {image.name!r}: cannot be read from {url}") from None
+        except StorageNotFound as exc:
+            raise ImageSourceError(f"image {image.name!r}: cannot be read ({exc})") from None
 
 
 def chunk_input(

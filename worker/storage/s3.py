@@ -8,6 +8,8 @@ and jitter; what remains is sorted into the input's fault (missing, denied) or t
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,11 @@ class S3Storage(Storage):
             region_name=settings.s3_region,
             config=Config(
                 retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
-                connect_timeout=10,
-                read_timeout=60,
+                connect_timeout=settings.s3_connect_timeout,
+                read_timeout=settings.s3_read_timeout,
             ),
         )
+        self.attempts = settings.s3_max_attempts
 
     @classmethod
     def shared(cls) -> S3Storage:
@@ -69,15 +72,26 @@ class S3Storage(Storage):
         except BotoCoreError as exc:
             raise ServerError(f"{url}: storage unreachable ({type(exc).__name__})") from None
 
-    def read(self, url: str) -> bytes:
+    def _get(self, url: str, **kwargs: Any) -> bytes:
+        """An object's bytes. botocore retries until the response headers arrive; a body cut off
+        or stalled after them is fetched again here, with the same backoff and jitter."""
         bucket, key = split_url(url)
-        return self._call(url, self.client.get_object, Bucket=bucket, Key=key)["Body"].read()
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self._call(url, self.client.get_object, Bucket=bucket, Key=key, **kwargs)
+            try:
+                return response["Body"].read()
+            except (BotoCoreError, OSError) as exc:
+                if attempt >= self.attempts:
+                    raise ServerError(f"{url}: read cut short ({type(exc).__name__})") from None
+                time.sleep(random.uniform(0, min(20.0, 0.5 * 2**attempt)))
+
+    def read(self, url: str) -> bytes:
+        return self._get(url)
 
     def read_range(self, url: str, start: int, length: int) -> bytes:
-        bucket, key = split_url(url)
-        span = f"bytes={start}-{start + length - 1}"
-        response = self._call(url, self.client.get_object, Bucket=bucket, Key=key, Range=span)
-        return response["Body"].read()
+        return self._get(url, Range=f"bytes={start}-{start + length - 1}")
 
     def size(self, url: str) -> int:
         bucket, key = split_url(url)
@@ -150,8 +164,15 @@ class S3Storage(Storage):
                 total += size
             buffer += tail
             send(bytes(buffer))
-            self._call(url, self.client.complete_multipart_upload, Bucket=bucket, Key=key,
-                       UploadId=upload_id, MultipartUpload={"Parts": parts})
+            try:
+                self._call(url, self.client.complete_multipart_upload, Bucket=bucket, Key=key,
+                           UploadId=upload_id, MultipartUpload={"Parts": parts})
+            except StorageNotFound:
+                # A completion retried after its first attempt went through (the answer was lost).
+                if self.size(url) != total + len(tail):
+                    raise
+            # An upload begun by a retried request whose first attempt went through is left open.
+            self.abort_uploads(url)
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
