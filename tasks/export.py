@@ -34,7 +34,7 @@ from worker.cityscapes.archive import (
     join_runs,
     rebase,
 )
-from worker.cityscapes.manifest import read_manifest
+from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
 from worker.pipeline import ImageJob, chunk_input, read_chunk_input
@@ -70,7 +70,7 @@ def export(self, **raw_spec):
         with tempfile.TemporaryDirectory(prefix="cityscapes-plan-") as workdir:
             path = Path(workdir) / "annotations.json"
             storage_for(spec.annotations).download(spec.annotations, path)
-            manifest = read_manifest(path, workdir)
+            manifest = load_annotations(path, workdir, spec.annotations_format, spec.annotations)
             job = ImageJob.for_spec(spec, manifest.labels)  # validates the label map now
             images = manifest.images
             size = settings.chunk_size
@@ -84,7 +84,8 @@ def export(self, **raw_spec):
     except ClientError:
         staging_store.delete_prefix(staging)
         raise
-    callback = export_assemble.s(job_id, spec.output, staging, job.job_warnings(spec))
+    warnings = manifest.warnings + job.job_warnings(spec)
+    callback = export_assemble.s(job_id, spec.output, staging, warnings)
     replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output, staging)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from worker.errors import CityscapesWorkerError
 
+ANNOTATION_FORMATS = ("auto", "manifest", "cvat", "coco")
+
 
 def _progress_bar(enabled: bool):
     """A tqdm bar on a terminal; None elsewhere (logs and pipes get the summary only)."""
@@ -34,6 +36,7 @@ def _export(args: argparse.Namespace) -> int:
     spec = parse_export_spec(
         {
             "annotations": args.annotations,
+            "annotations_format": args.format,
             "output": args.output,
             "images": args.images,
             "save_images": args.save_images,
@@ -41,6 +44,8 @@ def _export(args: argparse.Namespace) -> int:
             "label_map": _label_map(args.label_map),
             "polygons_json": not args.no_polygons_json,
             "train_ids": args.train_ids,
+            "layout": args.layout,
+            "default_city": args.default_city,
         }
     )
     return _run_local(run_export, spec, args, "objects")
@@ -87,11 +92,14 @@ def _submit_export(args: argparse.Namespace) -> int:
 
     spec = {
         "annotations": args.annotations,
+        "annotations_format": args.format,
         "output": args.output,
         "images": args.images,
         "save_images": args.save_images,
         "label_map": _label_map(args.label_map),
         "train_ids": args.train_ids,
+        "layout": args.layout,
+        "default_city": args.default_city,
     }
     job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
     print(job_id)
@@ -149,6 +157,39 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preview(args: argparse.Namespace) -> int:
+    from worker.cityscapes.preview import preview_archive
+    from worker.local_import import open_archive
+    from worker.storage.local import atomic_output, local_path
+
+    output = local_path(args.output)
+    if not output.parent.is_dir():
+        raise CityscapesWorkerError(f"output {args.output}: folder {output.parent} does not exist")
+    with open_archive(args.zip) as archive:
+        preview = preview_archive(archive, args.image)
+    with atomic_output(output) as out:
+        out.write(preview.png)
+    photo = "over its photo" if preview.item.photo else "on grey (no photo in the zip)"
+    print(f"{args.output}: {preview.item.subset}/{preview.item.name} {photo},"
+          f" {len(preview.classes)} classes, {preview.instances} instances")
+    return 0
+
+
+def _add_layout_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--layout",
+        choices=["cvat", "cityscapes"],
+        default="cvat",
+        help="cvat (default): photos under imgsFine/leftImg8bit; cityscapes: the original dataset's"
+        " leftImg8bit/ at the root, every image in a city folder",
+    )
+    parser.add_argument(
+        "--default-city",
+        help="city folder for image names without one that are not <city>_<seq>_<frame>"
+        " (default: 'default' with --layout cityscapes, else no folder)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cityscapes-worker",
@@ -157,10 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="annotations -> Cityscapes zip, in this process")
-    export.add_argument("--annotations", required=True, help="manifest v1 JSON file")
+    export.add_argument("--annotations", required=True,
+                        help="manifest v1, CVAT for images 1.1 XML or COCO instances JSON")
+    export.add_argument("--format", choices=ANNOTATION_FORMATS, default="auto",
+                        help="of the annotations (default: told by content)")
     export.add_argument("--output", required=True, help="zip to write (appears only when whole)")
     export.add_argument("--images", help="folder holding the images, by their manifest names")
-    export.add_argument("--save-images", action="store_true", help="add imgsFine/leftImg8bit")
+    export.add_argument("--save-images", action="store_true", help="add the photos (leftImg8bit)")
     export.add_argument("--image-ext", help="convert saved images to this extension (.png)")
     export.add_argument(
         "--label-map",
@@ -170,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--train-ids", action="store_true", help="also write labelTrainIds PNGs")
     export.add_argument("--no-polygons-json", action="store_true", help="skip polygons.json")
+    _add_layout_options(export)
     export.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes (all cores)")
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -186,15 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(handler=_import)
 
+    look = commands.add_parser("preview", help="one image's classes and instances drawn as PNG")
+    look.add_argument("zip", help="a Cityscapes zip (export or import input)")
+    look.add_argument("--image", help="item name (city/name, as import names it); default: first")
+    look.add_argument("--output", required=True, help="PNG to write")
+    look.set_defaults(handler=_preview)
+
     submit = commands.add_parser("submit", help="queue a job on the cluster")
     submit_jobs = submit.add_subparsers(dest="job", required=True)
     remote = submit_jobs.add_parser("export", help="queue an export (s3:// or shared paths)")
     remote.add_argument("--annotations", required=True)
+    remote.add_argument("--format", choices=ANNOTATION_FORMATS, help="of the annotations")
     remote.add_argument("--output", required=True)
     remote.add_argument("--images")
     remote.add_argument("--save-images", action="store_true")
     remote.add_argument("--label-map", default="source")
     remote.add_argument("--train-ids", action="store_true")
+    _add_layout_options(remote)
     remote.add_argument("--wait", action="store_true", help="follow progress until the job ends")
     remote.add_argument("--quiet", action="store_true")
     remote.set_defaults(handler=_submit_export)

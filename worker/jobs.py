@@ -33,6 +33,8 @@ class LabelEntry(BaseModel):
 class ExportSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     annotations: str
+    # Manifest v1, CVAT for images 1.1 XML or COCO instances JSON; "auto" tells them by content.
+    annotations_format: Literal["auto", "manifest", "cvat", "coco"] = "auto"
     output: str
     images: str | None = None
     save_images: bool = False
@@ -40,6 +42,10 @@ class ExportSpec(BaseModel):
     label_map: Literal["source", "cityscapes"] | list[LabelEntry] = "source"
     polygons_json: bool = True
     train_ids: bool = False
+    # Zip layout (worker.cityscapes.export.ZipLayout): "cvat" puts photos under imgsFine/,
+    # "cityscapes" at the root and every image in a city folder.
+    layout: Literal["cvat", "cityscapes"] = "cvat"
+    default_city: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     job_id: str | None = None
 
     @field_validator("image_ext")

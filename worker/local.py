@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from worker.cityscapes.archive import ArchiveWriter, EntryRecord
-from worker.cityscapes.manifest import ImageRecord, ShapeStore, read_manifest
+from worker.cityscapes.adapters import load_annotations
+from worker.cityscapes.manifest import ImageRecord, ShapeStore
 from worker.errors import ClientError
 from worker.jobs import ExportSpec
 from worker.pipeline import ImageJob, ImageRun
@@ -85,9 +86,10 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
     if not output.parent.is_dir():
         raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="cityscapes-export-") as workdir:
-        manifest = read_manifest(local_path(_local_only(spec.annotations)), workdir)
+        annotations = local_path(_local_only(spec.annotations))
+        manifest = load_annotations(annotations, workdir, spec.annotations_format)
         job = ImageJob.for_spec(spec, manifest.labels)
-        warnings = job.job_warnings(spec)
+        warnings = manifest.warnings + job.job_warnings(spec)
         total, objects = len(manifest.images), 0
         with ArchiveWriter(output) as archive:
             archive.add([job.label_color_part()])

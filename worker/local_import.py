@@ -63,19 +63,23 @@ def _imports(path: str, items: list[Item], settings: tuple, jobs: int) -> Iterat
         yield from pool.imap(_import_one, items, chunksize=1)
 
 
+def open_archive(url: str) -> zipfile.ZipFile:
+    """A local zip, or a one-line error naming it."""
+    try:
+        return zipfile.ZipFile(local_path(url))
+    except (FileNotFoundError, IsADirectoryError):
+        raise ClientError(f"{url}: no such file") from None
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{url}: not a zip archive ({exc})") from None
+
+
 def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
     started = time.perf_counter()
     archive_path = str(local_path(spec.archive))
     output = local_path(spec.output)
     if not output.parent.is_dir():
         raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
-    try:
-        archive = zipfile.ZipFile(archive_path)
-    except FileNotFoundError:
-        raise ClientError(f"{spec.archive}: no such file") from None
-    except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{spec.archive}: not a zip archive ({exc})") from None
-    with archive:
+    with open_archive(spec.archive) as archive:
         index = scan_archive(archive)
         label_map = archive_label_map(archive, index.label_file)
     warnings: list[str] = []

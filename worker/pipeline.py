@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
-from worker.cityscapes.export import ExportOptions, ImageExport, ZipPart, export_image
+from worker.cityscapes.export import ExportOptions, ImageExport, ZipLayout, ZipPart, export_image
 from worker.cityscapes.images import left_image_part
 from worker.cityscapes.labels import Color, LabelMap
 from worker.cityscapes.manifest import (
@@ -50,7 +50,11 @@ class ImageJob:
     def for_spec(cls, spec: ExportSpec, task_labels: list[tuple[str, Color]]) -> ImageJob:
         return cls(
             build_label_map(spec, task_labels),
-            ExportOptions(polygons_json=spec.polygons_json, train_ids=spec.train_ids),
+            ExportOptions(
+                polygons_json=spec.polygons_json,
+                train_ids=spec.train_ids,
+                layout=ZipLayout(spec.layout, spec.default_city),
+            ),
             spec.images,
             spec.save_images,
             spec.image_ext,
@@ -70,7 +74,8 @@ class ImageJob:
     def run(self, image: ImageRecord, shapes: list[Shape]) -> ImageExport:
         result = export_image(image, shapes, self.label_map, self.options)
         if self.save_images:
-            result.parts.append(left_image_part(image, self.read_photo(image), self.image_ext))
+            photo = self.read_photo(image)
+            result.parts.append(left_image_part(image, photo, self.image_ext, self.options.layout))
         return result
 
     def encode(self, image: ImageRecord, shapes: list[Shape]) -> ImageRun:

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from worker.cityscapes.export import ExportOptions, export_image, gt_path
+from worker.cityscapes.export import (
+    ExportOptions,
+    ZipLayout,
+    export_image,
+    gt_path,
+    left_image_path,
+)
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
 from worker.cityscapes.rle import encode_mask
@@ -147,6 +153,27 @@ def test_paths_follow_subset_and_city():
     assert gt_path(IMAGE, "labelIds.png") == "gtFine/train/lindau/x_gtFine_labelIds.png"
     flat = ImageRecord(1, "x.jpg", 4, 4)
     assert gt_path(flat, "color.png") == "gtFine/default/x_gtFine_color.png"
+
+
+@pytest.mark.parametrize("layout, default_city, name, folder", [
+    ("cvat", None, "lindau/x.png", "train/lindau"),
+    ("cvat", None, "x.png", "train"),  # as before the layouts: no city folder
+    ("cvat", None, "aachen_000001_000019.png", "train"),
+    ("cvat", "berlin", "x.png", "train/berlin"),
+    ("cvat", "berlin", "aachen_000001_000019.png", "train/aachen"),
+    ("cityscapes", None, "lindau/x.png", "train/lindau"),
+    ("cityscapes", None, "x.png", "train/default"),
+    ("cityscapes", None, "bad-honnef_000001_000019.png", "train/bad-honnef"),
+    ("cityscapes", None, "aachen_1_x.png", "train/default"),
+    ("cityscapes", "berlin", "x.png", "train/berlin"),
+])
+def test_layouts_place_photos_and_city_folders(layout, default_city, name, folder):
+    image, zip_layout = ImageRecord(1, name, 4, 4, "train"), ZipLayout(layout, default_city)
+    stem = name.rsplit("/", 1)[-1][: -len(".png")]
+    photos = "leftImg8bit" if layout == "cityscapes" else "imgsFine/leftImg8bit"
+    gt = f"gtFine/{folder}/{stem}_gtFine_labelIds.png"
+    assert gt_path(image, "labelIds.png", zip_layout) == gt
+    assert left_image_path(image, ".jpg", zip_layout) == f"{photos}/{folder}/{stem}_leftImg8bit.jpg"
 
 
 @pytest.mark.parametrize("points", [[1, 1, 1e9, 1, 10, 9], [-45, 0, 5, 0, 5, 5], [0, 0, 5, 41, 5, 5]])

@@ -60,6 +60,29 @@ def test_image_names_are_item_names(source):
     assert shape["attributes"]["is_crowd"] is False and 0 <= shape["instance"] < 1000
 
 
+@pytest.mark.parametrize("layout", ["cvat", "cityscapes"])
+def test_both_layouts_import_with_their_photos_and_export_again_alike(
+    tmp_path, write_manifest, write_photos, layout
+):
+    manifest = make_manifest(2, width=96, height=48, seed=3, objects=8, stuff_vertices=12)
+    manifest["images"][1]["name"] = "aachen_000001_000019.png"  # no folder: city from the name
+    original = export(write_manifest(manifest), tmp_path / "a.zip", layout=layout,
+                      images=str(write_photos(manifest)), save_images=True)
+    photos = "leftImg8bit/" if layout == "cityscapes" else "imgsFine/leftImg8bit/"
+    index = scan_archive(original)
+    assert all(item.photo and item.photo.startswith(photos) for item in index.items)
+    flat = "aachen/aachen_000001_000019" if layout == "cityscapes" else "aachen_000001_000019"
+    assert [i.name for i in index.items] == [flat, "frankfurt/frankfurt_000000_000019"]
+
+    spec = {"archive": original.filename, "output": str(tmp_path / "m.json")}
+    run_import(parse_import_spec(spec), jobs=1)
+    again = export(tmp_path / "m.json", tmp_path / "b.zip", layout=layout)
+    for suffix in ("instanceIds.png", "labelIds.png", "color.png"):
+        before, after = pixels(original, suffix), pixels(again, suffix)
+        assert before.keys() == after.keys() and len(before) == 2
+        assert all(np.array_equal(before[name], after[name]) for name in before)
+
+
 def zip_of(members: dict[str, bytes]) -> zipfile.ZipFile:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -121,6 +144,7 @@ def test_decompression_bomb_png_and_wrong_depth_are_refused(tmp_path):
 
 @pytest.mark.parametrize("shapes", ["polygon", "mask"])
 def test_coco_output_loads_in_pycocotools_and_matches_the_masks(source, shapes):
+    from pycocotools import mask as mask_api
     from pycocotools.coco import COCO
 
     tmp, original = source
@@ -138,11 +162,22 @@ def test_coco_output_loads_in_pycocotools_and_matches_the_masks(source, shapes):
         for ann in anns:
             mask = coco.annToMask(ann).astype(bool)
             assert ann["area"] == int(ann["area"]) and ann["bbox"][2] > 0
+            x, y, w, h = ann["bbox"]
+            assert mask[y : y + h, x : x + w].sum() == mask.sum()  # pycocotools' mask in the box
             if shapes == "mask" or ann["iscrowd"]:
                 # exact: the annotation's pixels are one value of the ids image
                 values = np.unique(ids[mask])
                 assert len(values) == 1 and mask.sum() == ann["area"]
                 assert values[0] // 1000 == ann["category_id"] or values[0] == ann["category_id"]
+                rle = coco.annToRLE(ann)
+                assert mask_api.area(rle) == ann["area"]
+                assert mask_api.toBbox(rle).tolist() == ann["bbox"]
+            if mask.any():  # area and box are those of the source pixels of the mask's value
+                source = ids == np.bincount(ids[mask].astype(np.int64)).argmax()
+                ys, xs = np.nonzero(source)
+                assert ann["area"] == source.sum()
+                x0, y0 = xs.min(), ys.min()
+                assert ann["bbox"] == [x0, y0, xs.max() - x0 + 1, ys.max() - y0 + 1]
 
 
 def test_shapes_map_onto_the_task_labels(source):

@@ -1,7 +1,8 @@
 """Datumaro (the engine behind CVAT's Cityscapes support) reads our zip.
 
 Datumaro 1.13 reads only part of the format: it wants the photos in `leftImg8bit/<subset>` at the
-root (we write `imgsFine/leftImg8bit`, as CVAT does), reads `label_colors.txt` (we write the
+root (our `cityscapes` layout; the default `cvat` one writes `imgsFine/leftImg8bit`, as CVAT does,
+and the test moves them for it), reads `label_colors.txt` (we write the
 format's `label_color.txt`, so it falls back to its built-in Cityscapes table) and keeps only
 pixels whose value is a class id, dropping instance pixels (>= 1000). The test gives it what it
 can read and checks that it finds every image and every class region it is able to see.
@@ -15,35 +16,34 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench.refenv import DATUMARO, reference_python
 from worker.cityscapes.labels import LabelMap
 from worker.jobs import parse_export_spec
 from worker.local import run_export
-from worker.synth import make_manifest, make_photo
+from worker.synth import make_manifest
 
 HERE = Path(__file__).parent
 
 
-def test_datumaro_imports_every_image_and_class_region(tmp_path, write_manifest):
+@pytest.mark.parametrize("layout", ["cvat", "cityscapes"])
+def test_datumaro_imports_every_image_and_class_region(tmp_path, write_manifest, write_photos,
+                                                       layout):
     manifest = make_manifest(5, width=320, height=160, seed=11, objects=30, stuff_vertices=50)
-    images = tmp_path / "images"
-    for image in manifest["images"]:
-        path = images / image["name"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_photo(image["id"], image["width"], image["height"])).save(path)
     out = tmp_path / "out.zip"
     run_export(
         parse_export_spec(
             {"annotations": str(write_manifest(manifest)), "output": str(out),
-             "images": str(images), "save_images": True}
+             "images": str(write_photos(manifest)), "save_images": True, "layout": layout}
         ),
         jobs=1,
     )
     root = tmp_path / "extracted"
     zipfile.ZipFile(out).extractall(root)
-    shutil.copytree(root / "imgsFine" / "leftImg8bit", root / "leftImg8bit")
+    if layout == "cvat":
+        shutil.copytree(root / "imgsFine" / "leftImg8bit", root / "leftImg8bit")
 
     python = reference_python("datumaro", DATUMARO)
     found = json.loads(

@@ -121,3 +121,34 @@ def test_photo_of_the_wrong_size_is_refused(tmp_path):
               "--images", tmp_path / "img", "--save-images")
     assert run.returncode == 2 and "is 60x30, the annotations say 64x32" in run.stderr
     assert not (tmp_path / "o.zip").exists()
+
+
+def test_root_layout_export_then_preview(tmp_path):
+    out = tmp_path / "root.zip"
+    run = cli("export", "--annotations", SAMPLE / "manifest.json", "--images", SAMPLE / "images",
+              "--save-images", "--layout", "cityscapes", "--output", out)
+    assert run.returncode == 0, run.stderr
+    names = zipfile.ZipFile(out).namelist()
+    assert sum(n.startswith("leftImg8bit/train/") for n in names) == 4
+    assert not any(n.startswith("imgsFine/") for n in names)
+
+    overlay = tmp_path / "overlay.png"
+    run = cli("preview", out, "--image", "lindau/lindau_000001_000019", "--output", overlay)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"{overlay}: train/lindau/lindau_000001_000019 over its photo")
+    with Image.open(overlay) as picture:
+        assert picture.size[0] > 480 and picture.size[1] >= 240
+
+    missing = tmp_path / "missing.png"
+    run = cli("preview", out, "--image", "nope", "--output", missing)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and not missing.exists()
+    assert "image 'nope' is not in the archive; it has frankfurt/frankfurt_000000" in lines[0]
+
+
+def test_default_city_must_be_one_folder_name(tmp_path):
+    run = cli("export", "--annotations", SAMPLE / "manifest.json", "--default-city", "../up",
+              "--output", tmp_path / "o.zip")
+    assert run.returncode == 2 and "default_city" in run.stderr
+    assert len(run.stderr.splitlines()) == 1
+    assert not (tmp_path / "o.zip").exists()

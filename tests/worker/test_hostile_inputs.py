@@ -35,6 +35,12 @@ def png_of(image_: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+CVAT_IMAGE = ('<annotations><version>1.1</version><image id="0" name="a.png" width="64" height="32">'
+              "{}</image></annotations>")
+XML_BOMB = ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a0 "lol">'
+            + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+            + "]><annotations>&a9;</annotations>")
+
 # (annotations text, expected exit code, text the single line must hold)
 EXPORT_CASES = {
     "not json": ("{oops", 2, "not valid JSON"),
@@ -81,6 +87,18 @@ EXPORT_CASES = {
     "broken mask runs": (json.dumps(manifest(shapes=[shape(type="mask", rle={"size": [32, 64], "counts": [5, 3]})])),
                          2, "mask RLE is broken"),
     "unsupported shape type": (json.dumps(manifest(shapes=[shape(type="cuboid")])), 2, "shapes[0]"),
+    "CVAT point not a number": (CVAT_IMAGE.format('<polygon label="car" points="1,1;x,2;5,5"/>'), 2,
+                                "image 'a.png', shape 0 (<polygon>): points"),
+    "CVAT points and polygon": (CVAT_IMAGE.format('<points label="car" points="1,1"/>'
+                                                  '<polygon label="car" points="1,1;20,1;10,9"/>'),
+                                0, "image 'a.png': skipped 1 <points>"),
+    "CVAT for video": ('<annotations><track id="0" label="car"/></annotations>', 2, "CVAT for video"),
+    "truncated XML": ("<annotations><image", 2, "is not valid XML"),
+    "XML entity bomb": (XML_BOMB, 2, "limit on input amplification"),
+    "COCO unknown category": (json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 4, "height": 4}], "categories": [],
+        "annotations": [{"id": 3, "image_id": 1, "category_id": 9, "segmentation": [[0, 0, 3, 0, 3, 3]]}]}),
+        2, "annotation 3 (image 'a.png'): category_id 9 is not in categories"),
 }
 
 # (members of the zip or raw bytes, expected exit code, text the single line must hold)

@@ -8,6 +8,7 @@ lookup of that index image, so an image costs one rasterization whatever the num
 from __future__ import annotations
 
 import posixpath
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,10 +31,44 @@ MAX_INSTANCE_ID = 65535  # instanceIds images are 16-bit
 FAR_OUTSIDE = 1
 
 
+# `<city>_<sequence>_<frame>`, the original dataset's image names (frankfurt_000000_000294).
+CITY_NAMING = re.compile(r"(?P<city>[A-Za-z][A-Za-z0-9-]*)_\d+_\d+")
+DEFAULT_CITY = "default"
+
+
+@dataclass(frozen=True)
+class ZipLayout:
+    """Where an image's files go in the zip.
+
+    "cvat" (the default, the format description's): photos under imgsFine/leftImg8bit/, and an
+    image whose name has no folder gets no city folder. "cityscapes" (the original dataset's, which
+    loaders walking `<split>/<city>/` need): photos under leftImg8bit/ at the root, and every
+    image in a city folder. `default_city` is the folder of names that have none and do not follow
+    the `<city>_<seq>_<frame>` naming; set, it gives the "cvat" layout city folders too.
+    """
+
+    name: str = "cvat"
+    default_city: str | None = None
+
+    @property
+    def photos_root(self) -> str:
+        return "leftImg8bit" if self.name == "cityscapes" else "imgsFine/leftImg8bit"
+
+    def city(self, image: ImageRecord) -> str:
+        if image.city:
+            return image.city
+        fallback = self.default_city or (DEFAULT_CITY if self.name == "cityscapes" else None)
+        if fallback is None:
+            return ""
+        named = CITY_NAMING.fullmatch(image.stem)
+        return named["city"] if named else fallback
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     polygons_json: bool = True
     train_ids: bool = False
+    layout: ZipLayout = ZipLayout()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +87,14 @@ class ImageExport:
     warnings: list[str] = field(default_factory=list)
 
 
-def gt_path(image: ImageRecord, kind: str) -> str:
-    """gtFine/<subset>/<city>/<name>_gtFine_<kind>; no city folder when the name has none."""
-    return posixpath.join("gtFine", image.subset, image.city, f"{image.stem}_gtFine_{kind}")
+def gt_path(image: ImageRecord, kind: str, layout: ZipLayout = ZipLayout()) -> str:
+    """gtFine/<subset>/<city>/<name>_gtFine_<kind> (the city folder: see ZipLayout)."""
+    folder = posixpath.join("gtFine", image.subset, layout.city(image))
+    return posixpath.join(folder, f"{image.stem}_gtFine_{kind}")
 
 
-def left_image_path(image: ImageRecord, ext: str) -> str:
-    folder = posixpath.join("imgsFine", "leftImg8bit", image.subset, image.city)
+def left_image_path(image: ImageRecord, ext: str, layout: ZipLayout = ZipLayout()) -> str:
+    folder = posixpath.join(layout.photos_root, image.subset, layout.city(image))
     return posixpath.join(folder, f"{image.stem}_leftImg8bit{ext}")
 
 
@@ -116,9 +152,10 @@ def export_image(
             train_lut[i] = item.label.train_id if item.label.train_id >= 0 else IGNORE_TRAIN_ID
         outputs.append(("labelTrainIds.png", lookup(index, train_lut)))
 
-    parts = [ZipPart(gt_path(image, kind), encode_png(pixels)) for kind, pixels in outputs]
+    layout = options.layout
+    parts = [ZipPart(gt_path(image, kind, layout), encode_png(pixels)) for kind, pixels in outputs]
     if options.polygons_json:
-        parts.append(ZipPart(gt_path(image, "polygons.json"), document, compress=True))
+        parts.append(ZipPart(gt_path(image, "polygons.json", layout), document, compress=True))
     return ImageExport(parts, len(drawables), warnings)
 
 

@@ -1,4 +1,5 @@
-"""Source images for imgsFine/leftImg8bit: passed through as they are, or converted."""
+"""Source images for leftImg8bit (under imgsFine/ or at the root): passed through as they are,
+or converted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import posixpath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from worker.cityscapes.export import ZipPart, left_image_path
+from worker.cityscapes.export import ZipLayout, ZipPart, left_image_path
 from worker.cityscapes.manifest import ImageRecord
 from worker.cityscapes.png import encode_png
 from worker.errors import ImageSourceError
@@ -17,7 +18,9 @@ _PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", "
                 ".tiff": "TIFF", ".webp": "WEBP"}
 
 
-def left_image_part(image: ImageRecord, data: bytes, image_ext: str | None = None) -> ZipPart:
+def left_image_part(
+    image: ImageRecord, data: bytes, image_ext: str | None = None, layout: ZipLayout = ZipLayout()
+) -> ZipPart:
     """The zip entry of an image's photo; checks that it is an image of the annotated size."""
     try:
         photo = Image.open(io.BytesIO(data))
@@ -30,7 +33,7 @@ def left_image_part(image: ImageRecord, data: bytes, image_ext: str | None = Non
         )
     source_ext = posixpath.splitext(image.name)[1].lower()
     if image_ext is None or image_ext == source_ext:
-        return ZipPart(left_image_path(image, source_ext), data)
+        return ZipPart(left_image_path(image, source_ext, layout), data)
     if image_ext not in _PIL_FORMATS:
         raise ImageSourceError(f"image extension {image_ext!r} is not one of {sorted(_PIL_FORMATS)}")
     try:
@@ -44,4 +47,4 @@ def left_image_part(image: ImageRecord, data: bytes, image_ext: str | None = Non
             converted = buffer.getvalue()
     except OSError as exc:
         raise ImageSourceError(f"image {image.name!r}: cannot be decoded ({exc})") from None
-    return ZipPart(left_image_path(image, image_ext), converted)
+    return ZipPart(left_image_path(image, image_ext, layout), converted)

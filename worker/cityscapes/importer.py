@@ -90,17 +90,8 @@ def import_item(
     warnings: list[str] = []
     if "polygons" in files and shapes == "polygon" and output_format == "manifest":
         return _from_polygons(item, files["polygons"], label_map)
-    if "instanceIds" in files:
-        ids = decode_ids_png(files["instanceIds"], item.members["instanceIds"]).astype(np.int32)
-    elif "labelIds" in files:
-        ids = decode_ids_png(files["labelIds"], item.members["labelIds"]).astype(np.int32)
-        warnings.append(f"image {item.name!r}: no instanceIds; read labelIds (no instances)")
-    elif "color" in files:
-        ids = _ids_from_colors(decode_color_png(files["color"], item.members["color"]), label_map)
-        warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
-    else:
-        raise ClientError(f"image {item.name!r}: no instanceIds, labelIds or color image")
-    ids, boxes = _known_values(ids, item, label_map, warnings)
+    ids, boxes = _known_values(item_pixels(item, files, label_map, warnings), item, label_map,
+                               warnings)
     height, width = ids.shape
     image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
     if output_format == "coco":
@@ -121,6 +112,22 @@ def import_item(
                 " (use shapes=mask for exact masks)"
             )
     return ImportedImage(image, out, warnings, changed)
+
+
+def item_pixels(
+    item: Item, files: dict[str, bytes], label_map: LabelMap, warnings: list[str]
+) -> np.ndarray:
+    """The item's pixel values (instance ids where it can) from its best image: instanceIds,
+    else labelIds, else color (each fallback warned)."""
+    if "instanceIds" in files:
+        return decode_ids_png(files["instanceIds"], item.members["instanceIds"]).astype(np.int32)
+    if "labelIds" in files:
+        warnings.append(f"image {item.name!r}: no instanceIds; read labelIds (no instances)")
+        return decode_ids_png(files["labelIds"], item.members["labelIds"]).astype(np.int32)
+    if "color" in files:
+        warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
+        return _ids_from_colors(decode_color_png(files["color"], item.members["color"]), label_map)
+    raise ClientError(f"image {item.name!r}: no instanceIds, labelIds or color image")
 
 
 def coco_annotations(

@@ -100,10 +100,14 @@ class ShapeSpec(BaseModel):
 
     @property
     def is_crowd(self) -> bool:
-        value = self.attributes.get("is_crowd", False)
-        if isinstance(value, str):
-            return value.strip().lower() in ("true", "1", "yes")
-        return bool(value)
+        return crowd_flag(self.attributes.get("is_crowd", False))
+
+
+def crowd_flag(value: Any) -> bool:
+    """An is_crowd attribute as tools write it: a bool, a number, or text ("true", as CVAT)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,7 @@ class Manifest:
     images: list[ImageRecord]
     store: ShapeStore
     shape_count: int
+    warnings: list[str] = field(default_factory=list)  # from converting another format
 
     def shapes_of(self, image_index: int) -> list[Shape]:
         return self.store.shapes_of(image_index)

@@ -2,7 +2,9 @@
 before anything is decoded.
 
 Layouts: `gtFine/<city>/<name>_gtFine_*` (the seed's), `gtFine/<subset>/<city>/...` (our export),
-either under one extra top folder; `label_color.txt` or `label_colors.txt` beside `gtFine`.
+either under one extra top folder; `label_color.txt` or `label_colors.txt` beside `gtFine`. Photos
+(`<name>_leftImg8bit.<ext>`, only located, never read here) lie in the same folders under
+`imgsFine/leftImg8bit/` (the format description's) or `leftImg8bit/` (the original dataset's).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ KINDS = {
     "_gtFine_color.png": "color",
     "_gtFine_polygons.json": "polygons",
 }
+PHOTO_FOLDERS = ("leftImg8bit/", "imgsFine/leftImg8bit/")
+PHOTO_SUFFIX = "_leftImg8bit"
+PHOTO_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_MEMBERS = 500_000
 MAX_TOTAL_BYTES = 16 << 30  # uncompressed
 MAX_RATIO = 500  # uncompressed / compressed, for members over 1 MiB
@@ -45,6 +50,7 @@ class Item:
     name: str  # item name: "<city>/<stem>" (or "<stem>"), what the backend's images are called
     subset: str
     members: dict[str, str] = field(default_factory=dict)  # kind -> member name
+    photo: str | None = None  # member name of the photo, when the archive has one
 
 
 @dataclass
@@ -86,23 +92,34 @@ def scan_archive(archive: zipfile.ZipFile) -> ArchiveIndex:
     root = _root(names)
     label_file = next((root + f for f in LABEL_FILES if root + f in names), None)
     items: dict[tuple[str, str], Item] = {}
-    prefix = root + "gtFine/"
+    photos: dict[tuple[str, str], str] = {}
     for name in names:
-        if not name.startswith(prefix):
+        rel = name[len(root) :] if name.startswith(root) else ""
+        if rel.startswith("gtFine/"):
+            kind = next((k for k in KINDS if rel.endswith(k)), None)
+            if kind is None:
+                continue
+            subset, item_name = _item_key(rel[len("gtFine/") : -len(kind)])
+            item = items.setdefault((subset, item_name), Item(item_name, subset))
+            item.members[KINDS[kind]] = name
             continue
-        rel = name[len(prefix) :]
-        kind = next((k for k in KINDS if rel.endswith(k)), None)
-        if kind is None:
-            continue
-        *folders, filename = rel.split("/")
-        stem = filename[: -len(kind)]
-        subset, city = _subset_and_city(folders)
-        item_name = posixpath.join(city, stem) if city else stem
-        item = items.setdefault((subset, item_name), Item(item_name, subset))
-        item.members[KINDS[kind]] = name
+        folder = next((f for f in PHOTO_FOLDERS if rel.startswith(f)), None)
+        stem, ext = posixpath.splitext(rel)
+        if folder and stem.endswith(PHOTO_SUFFIX) and ext.lower() in PHOTO_EXTENSIONS:
+            photos[_item_key(stem[len(folder) : -len(PHOTO_SUFFIX)])] = name
     if not items:
         raise ArchiveError("no gtFine/**/*_gtFine_instanceIds.png (or labelIds, color, polygons)")
+    for key, member in photos.items():
+        if key in items:
+            items[key].photo = member
     return ArchiveIndex(sorted(items.values(), key=lambda i: (i.subset, i.name)), label_file)
+
+
+def _item_key(path: str) -> tuple[str, str]:
+    """(subset, item name) of a member path below gtFine/ or leftImg8bit/, its suffix removed."""
+    *folders, stem = path.split("/")
+    subset, city = _subset_and_city(folders)
+    return subset, posixpath.join(city, stem) if city else stem
 
 
 def _root(names: list[str]) -> str:
