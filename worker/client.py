@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker import progress
+from worker.logs import redact
 from worker.jobs import parse_export_spec, parse_import_spec
 
 
@@ -16,20 +17,24 @@ def _app():
     return app
 
 
+def _send(task: str, payload: dict[str, Any], job_id: str | None) -> str:
+    # Flower and the result backend show the arguments as this text: no secrets in it.
+    shown = redact(repr(payload))
+    return _app().send_task(task, kwargs=payload, task_id=job_id, kwargsrepr=shown).id
+
+
 def submit_export(spec: dict[str, Any]) -> str:
     """Queue an export; returns the job id at once. The spec is checked here first."""
     checked = parse_export_spec(spec)
     payload = checked.model_dump(exclude_none=True)
-    result = _app().send_task("cityscapes.export", kwargs=payload, task_id=checked.job_id)
-    return result.id
+    return _send("cityscapes.export", payload, checked.job_id)
 
 
 def submit_import(spec: dict[str, Any]) -> str:
     """Queue an import; returns the job id at once."""
     checked = parse_import_spec(spec)
     payload = checked.model_dump(exclude_none=True)
-    result = _app().send_task("cityscapes.import", kwargs=payload, task_id=checked.job_id)
-    return result.id
+    return _send("cityscapes.import", payload, checked.job_id)
 
 
 def status(job_id: str) -> dict[str, Any]:

@@ -5,8 +5,15 @@ Server errors are faults of the machinery around it (storage, broker): worth a r
 """
 
 
+from worker.logs import redact
+
+
 class CityscapesWorkerError(Exception):
-    """Base of every error this service raises on purpose."""
+    """Base of every error this service raises on purpose; its message hides secrets (passwords
+    in URLs), since it is shown in job states, logs and Flower."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ClientError(CityscapesWorkerError):
@@ -45,6 +52,10 @@ class StorageNotFound(ClientError):
 
 class StorageDenied(ClientError):
     """The service's credentials may not read or write an object named by the job."""
+
+
+class StorageLocationError(ClientError):
+    """A storage URL names no possible object (an invalid bucket name, say)."""
 
 
 class ServerError(CityscapesWorkerError):

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from config.settings import get_settings
+from worker.logs import redact
 
 _PREFIX = "cityscapes:job:"
 _ACTIVE = "cityscapes:jobs:active"
@@ -98,7 +99,7 @@ def finish(job_id: str, result: dict) -> None:
 
 
 def fail(job_id: str, error: str) -> None:
-    _write(job_id, {"state": "FAILURE", "error": error})
+    _write(job_id, {"state": "FAILURE", "error": redact(error)})
 
 
 def cancel(job_id: str) -> None:

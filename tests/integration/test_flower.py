@@ -66,3 +66,20 @@ def test_flower_refuses_requests_without_credentials(flower):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{flower}/api/tasks", timeout=5)
     assert info.value.code == 401
+
+
+def test_a_secret_in_a_spec_is_shown_nowhere(flower):
+    from worker import client
+
+    job_id = client.submit_export({"annotations": "s3://user:hunter2@jobs/a.json",
+                                   "output": f"s3://{BUCKET}/out/secret.zip"})
+    final = client.wait(job_id, timeout=30)
+    assert final["state"] == "FAILURE" and "s3://user:***@jobs/a.json" in final["error"], final
+
+    def shown():
+        task = get(f"{flower}/api/task/info/{job_id}")
+        return task if task.get("state") == "FAILURE" else None
+
+    task = wait_until(shown, 20, "the failed job in flower")
+    assert "user:***@jobs" in task["kwargs"] and "user:***@jobs" in task["exception"], task
+    assert "hunter2" not in json.dumps(task) + final["error"]

@@ -65,7 +65,7 @@ def test_permanent_faults_fail_the_job_at_once_naming_the_object(s3, faulty, tmp
         named = "faults-bad/none.json: no such object"
     elif case == "missing bucket":
         spec["images"] = "s3://no-such-bucket/images"
-        named = "s3://no-such-bucket/images/frankfurt/"
+        named = "s3://no-such-bucket/images/"
     else:
         schedule.deny = ["faults-bad/images/"]
         named = "faults-bad/images/"

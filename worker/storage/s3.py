@@ -16,11 +16,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ParamValidationError
 from botocore.exceptions import ClientError as BotoClientError
 
 from config.settings import get_settings
-from worker.errors import ServerError, StorageDenied, StorageNotFound
+from worker.errors import ServerError, StorageDenied, StorageLocationError, StorageNotFound
 from worker.storage.base import Storage
 
 MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part (but the last)
@@ -69,6 +69,9 @@ class S3Storage(Storage):
             if code in _DENIED:
                 raise StorageDenied(f"{url}: access denied ({code})") from None
             raise ServerError(f"{url}: storage error {code or exc}") from None
+        except ParamValidationError as exc:
+            reason = str(exc).splitlines()[-1].split('"')[0].strip(" :")  # not the value again
+            raise StorageLocationError(f"{url}: not a valid S3 location ({reason})") from None
         except BotoCoreError as exc:
             raise ServerError(f"{url}: storage unreachable ({type(exc).__name__})") from None
 
