@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 DATUMARO = ("datumaro==1.13.*",)
+# The releases this kind of machine keeps on disk (x86_64: a CUDA build, run on the CPU here).
+TORCHVISION = (("torch==2.14.1", "torchvision==0.29.1") if platform.machine() == "x86_64"
+               else ("torch==2.9.1", "torchvision==0.24.1"))
 
 
 def cache_root() -> Path:
