@@ -152,3 +152,23 @@ def test_pickled_messages_are_refused(workers):
     assert accepted.get(timeout=30) == {"job_id": "json-job", "cleaned": True}
     time.sleep(1)
     assert refused.state == "PENDING"  # never run: the workers accept JSON only
+
+
+def test_cvat_and_coco_jobs_equal_their_in_process_exports(s3, workers, tmp_path):
+    from tests.cityscapes.test_adapters import CVAT_IMAGES, coco_document, cvat_document
+    from worker import client
+
+    for name, data in (("task.xml", cvat_document(CVAT_IMAGES)),
+                       ("coco.json", json.dumps(coco_document()).encode())):
+        s3.put_object(Bucket=BUCKET, Key=f"formats/{name}", Body=data)
+        job_id = client.submit_export({"annotations": f"s3://{BUCKET}/formats/{name}",
+                                       "output": f"s3://{BUCKET}/formats/{name}.zip"})
+        final = client.wait(job_id, timeout=60)
+        assert final["state"] == "SUCCESS", final
+        (tmp_path / name).write_bytes(data)
+        local = run_export(parse_export_spec({"annotations": str(tmp_path / name),
+                                              "output": str(tmp_path / f"{name}.zip")}), jobs=1)
+        cluster_zip = s3.get_object(Bucket=BUCKET, Key=f"formats/{name}.zip")["Body"].read()
+        assert cluster_zip == (tmp_path / f"{name}.zip").read_bytes(), name
+        assert final["result"]["warnings"] == local["warnings"], name
+        assert ("skipped 1 <points>" in " ".join(local["warnings"])) == (name == "task.xml")
