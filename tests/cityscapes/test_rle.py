@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from worker.cityscapes.rle import decode_mask, encode_mask
+from worker.cityscapes.rle import decode_mask, decode_mask_box, encode_mask
 
 rng = np.random.default_rng(5)
 
@@ -29,6 +29,17 @@ def test_matches_pycocotools_both_ways(mask):
                           coco_mask.decode(theirs).astype(bool))
 
 
+@pytest.mark.parametrize("mask", list(masks()), ids=lambda m: f"{m.shape}-{int(m.sum())}")
+def test_a_mask_decodes_to_its_bounding_box(mask):
+    x0, y0, crop = decode_mask_box(encode_mask(mask))
+    if not mask.any():
+        assert crop.size == 0
+        return
+    rows, columns = np.nonzero(mask)
+    assert (x0, y0) == (columns.min(), rows.min())
+    assert np.array_equal(crop, mask[y0 : rows.max() + 1, x0 : columns.max() + 1])
+
+
 def test_uncompressed_counts_decode():
     mask = decode_mask({"size": [2, 3], "counts": [1, 2, 3]})
     # column-major: pixel order (0,0) (1,0) (0,1) (1,1) (0,2) (1,2) -> 0 1 1 0 0 0
@@ -42,6 +53,8 @@ def test_uncompressed_counts_decode():
 def test_runs_that_do_not_cover_the_mask_are_refused(rle):
     with pytest.raises(ValueError):
         decode_mask(rle)
+    with pytest.raises(ValueError):
+        decode_mask_box(rle)
 
 
 @pytest.mark.parametrize("x0, x1", [(0, 3), (2, 5), (4, 9), (0, 9)])

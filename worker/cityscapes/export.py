@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from worker.cityscapes.labels import IGNORE_TRAIN_ID, Label, LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
 from worker.cityscapes.png import encode_png
-from worker.cityscapes.rle import decode_mask
+from worker.cityscapes.rle import decode_mask_box
 from worker.errors import ShapeError
 
 cv2.setNumThreads(1)  # parallelism comes from processes, one per core
@@ -108,10 +108,20 @@ def rectangle_vertices(points: np.ndarray) -> np.ndarray:
     return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.int64)
 
 
-def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
+@dataclass(frozen=True, slots=True)
+class MaskBox:
+    """A mask as the pixels of its bounding box, whose top left corner is (x0, y0)."""
+
+    x0: int
+    y0: int
+    pixels: np.ndarray  # (h, w) bool
+
+
+def mask_outlines(mask: MaskBox) -> list[np.ndarray]:
     """Outer contours of a mask's components, for polygons.json (which cannot hold masks)."""
     contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        mask.pixels.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+        offset=(mask.x0, mask.y0),
     )
     return [c.reshape(-1, 2) for c in contours if len(c) >= 3]
 
@@ -120,7 +130,7 @@ def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
 class _Drawable:
     label: Label
     value: int  # instanceIds pixel value
-    geometry: np.ndarray  # (N, 2) polygon vertices or an (H, W) bool mask
+    geometry: np.ndarray | MaskBox  # (N, 2) polygon vertices, or a mask
 
 
 def export_image(
@@ -171,17 +181,20 @@ def lookup(index: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.take(table, index)
 
 
-def paint_indices(width: int, height: int, geometries: list[np.ndarray]) -> np.ndarray:
+def paint_indices(width: int, height: int, geometries: list[np.ndarray | MaskBox]) -> np.ndarray:
     """(H, W) image of the 1-based index of the last shape covering each pixel (0: none).
 
-    A geometry is either (N, 2) integer polygon vertices or an (H, W) bool mask.
+    A geometry is either (N, 2) integer polygon vertices or a MaskBox.
     """
     mode = "L" if len(geometries) <= 255 else "I"
     canvas = Image.new(mode, (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     for i, geometry in enumerate(geometries, 1):
-        if geometry.dtype == np.bool_:
-            canvas.paste(i, None, Image.fromarray(geometry.view(np.uint8) * np.uint8(255)))
+        if isinstance(geometry, MaskBox):
+            if geometry.pixels.size:
+                stencil = Image.fromarray(geometry.pixels.view(np.uint8) * np.uint8(255))
+                canvas.paste(i, (geometry.x0, geometry.y0, geometry.x0 + stencil.width,
+                                 geometry.y0 + stencil.height), stencil)
         else:
             draw.polygon(geometry.ravel().tolist(), fill=i)
     return np.asarray(canvas)
@@ -205,7 +218,7 @@ def _resolve(
             label = label_map.background
         if shape.kind == "mask":
             try:
-                mask = decode_mask(shape.rle or {})
+                mask = MaskBox(*decode_mask_box(shape.rle or {}))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ShapeError(f"{where}: mask RLE is broken ({exc})") from None
             outlines = mask_outlines(mask)

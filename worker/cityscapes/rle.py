@@ -47,17 +47,44 @@ def encode_counts(runs: list[int]) -> str:
     return "".join(out)
 
 
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
+def _checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     height, width = (int(v) for v in rle["size"])
     counts = rle["counts"]
-    runs = decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if any(r < 0 for r in runs) or sum(runs) != height * width:
-        raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {height * width}")
+    runs = np.asarray(decode_counts(counts) if isinstance(counts, str) else counts, np.int64)
+    if runs.ndim != 1 or (runs < 0).any() or runs.sum() != height * width:
+        raise ValueError(f"RLE runs cover {runs.sum()} pixels, the mask has {height * width}")
+    return height, width, runs
+
+
+def decode_mask(rle: dict[str, Any]) -> np.ndarray:
+    """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
+    height, width, runs = _checked_runs(rle)
     values = np.zeros(len(runs), np.bool_)
     values[1::2] = True
     flat = np.repeat(values, runs)
     return flat.reshape(width, height).T
+
+
+def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
+    """(x0, y0, crop): the mask's pixels within their bounding box, decoded without building the
+    whole image (a small object of a large image costs what its box costs). An empty mask gives
+    a (0, 0) crop."""
+    height, width, runs = _checked_runs(rle)
+    ends = np.cumsum(runs)
+    starts = ends - runs
+    ones = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
+    starts, ends = starts[ones], ends[ones]
+    if not len(starts):
+        return 0, 0, np.zeros((0, 0), np.bool_)
+    x0, x1 = int(starts[0]) // height, int(ends[-1] - 1) // height
+    base = x0 * height
+    edges = np.zeros((x1 - x0 + 1) * height + 1, np.int32)
+    np.add.at(edges, starts - base, 1)
+    np.add.at(edges, ends - base, -1)
+    columns = np.cumsum(edges[:-1]).astype(np.bool_).reshape(x1 - x0 + 1, height).T
+    rows = np.flatnonzero(columns.any(axis=1))
+    y0, y1 = int(rows[0]), int(rows[-1])
+    return x0, y0, columns[y0 : y1 + 1]
 
 
 def encode_mask(mask: np.ndarray, x0: int = 0, width: int | None = None) -> dict[str, Any]:
