@@ -332,6 +332,21 @@ def test_coco_labels_take_official_colours_or_stable_ones(tmp_path):
     assert [s.instance for s in manifest.shapes_of(1)] == [None, None]
 
 
+def test_coco_keypoints_without_a_segmentation_are_skipped_not_boxed(tmp_path):
+    document = coco_document()
+    plain = load_annotations(_write(tmp_path, "plain.json", document), workdir(tmp_path, 1))
+    document["annotations"].append(annotation(id=70, segmentation=[], bbox=[1, 1, 8, 8],
+                                              keypoints=[3, 3, 2], num_keypoints=1))
+    manifest = load_annotations(_write(tmp_path, "k.json", document), workdir(tmp_path, 2))
+    assert manifest.warnings == ["annotation 70 (image 'lindau/a.png'): keypoints only, no area; skipped"]
+    assert len(manifest.shapes_of(0)) == len(plain.shapes_of(0))
+
+
+def _write(tmp_path, name, document):
+    (tmp_path / name).write_text(json.dumps(document))
+    return tmp_path / name
+
+
 # Detection and errors ---------------------------------------------------------------------
 
 

@@ -464,6 +464,9 @@ def coco_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problem
                 f"{where}: category_id {annotation.get('category_id')!r} is not in categories"
             )
             continue
+        if not annotation.get("segmentation") and "keypoints" in annotation:
+            writer.warnings.append(f"{where}: keypoints only, no area; skipped")
+            continue
         try:
             geometries = _coco_geometries(annotation, image)
         except ValueError as exc:
