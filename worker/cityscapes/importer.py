@@ -11,7 +11,7 @@ import orjson
 
 from worker.cityscapes.labels import BACKGROUND_NAMES, LabelMap, normalize_name
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
-from worker.cityscapes.trace import segments, trace_regions, trace_shapes, value_boxes
+from worker.cityscapes.trace import segments, trace_edge_polygons, trace_shapes, value_boxes
 from worker.errors import ClientError
 
 
@@ -133,13 +133,10 @@ def item_pixels(
 def coco_annotations(
     ids: np.ndarray, label_map: LabelMap, shapes: str, boxes: dict[int, tuple[int, int, int, int]]
 ) -> list[dict[str, Any]]:
-    """One COCO annotation per instance (or crowd region): polygons of its components' outer
-    outlines, or its exact RLE; crowd regions always as RLE, as COCO wants them."""
+    """One COCO annotation per instance (or crowd region): a polygon per component along its
+    pixels' edges, holes joined in (exact as pycocotools draws them), or its exact RLE; crowd
+    regions always as RLE, as COCO wants them."""
     counts = np.bincount(ids.ravel())
-    outlines: dict[int, list[list[int]]] = {}
-    if shapes == "polygon":
-        for region in trace_regions(ids, boxes=boxes):
-            outlines.setdefault(region.value, []).append(region.polygon.reshape(-1).tolist())
     masks = {s.value: s.rle for s in segments(ids, boxes=boxes)} if shapes == "mask" else {}
     out = []
     for value, (x0, y0, x1, y1) in sorted(boxes.items()):
@@ -148,8 +145,12 @@ def coco_annotations(
         label = label_map.by_id(value // 1000 if value >= 1000 else value)
         crowd = value < 1000 and label.has_instances
         if crowd and value not in masks:
-            masks[value] = next(s.rle for s in segments(np.where(ids == value, value, 0)))
-        segmentation = masks[value] if (crowd or shapes == "mask") else outlines[value]
+            masks[value] = segments(ids, boxes={value: (x0, y0, x1, y1)})[0].rle
+        if crowd or shapes == "mask":
+            segmentation: Any = masks[value]
+        else:
+            polygons = trace_edge_polygons(ids, {value: (x0, y0, x1, y1)})[value]
+            segmentation = [polygon.reshape(-1).tolist() for polygon in polygons]
         out.append({"category_id": label.id, "segmentation": segmentation,
                     "area": int(counts[value]), "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
                     "iscrowd": int(crowd)})

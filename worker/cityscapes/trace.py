@@ -7,6 +7,9 @@ down therefore paints every hole's content after its container. Background pocke
 and pixels that an outline drew wrongly (where a border runs one pixel wide, the rasterizer's fill
 and the traced border disagree) are fixed by small shapes drawn on top. What is still wrong after
 that is counted and reported.
+
+COCO consumers draw polygons differently (pycocotools: pixels whose centre is inside, even-odd),
+so COCO output traces along pixel edges instead (trace_edge_polygons).
 """
 
 from __future__ import annotations
@@ -101,6 +104,108 @@ def _outlines(mask: np.ndarray, value: int, offset: tuple[int, int]) -> list[Reg
             points = np.concatenate([points, points[-1:].repeat(3 - len(points), axis=0)])
         out.append(Region(value, points, float(cv2.contourArea(contour))))
     return out
+
+
+# Chain code of a step (dx, dy) between 8-neighbours, y pointing down: its angle / 45 degrees,
+# counter-clockwise as seen on screen (0 = right, 2 = up).
+_STEPS = np.array(((1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1)))
+_STEP_CODE = np.full((3, 3), -1, np.int64)
+_STEP_CODE[_STEPS[:, 1] + 1, _STEPS[:, 0] + 1] = np.arange(8)
+# Pixel corner k (odd: at angle k * 45 degrees from the pixel's centre) from the pixel's top left.
+_CORNER = np.zeros((8, 2), np.int64)
+_CORNER[[1, 3, 5, 7]] = ((1, 0), (0, 0), (0, 1), (1, 1))
+
+
+def trace_edge_polygons(
+    ids: np.ndarray, boxes: dict[int, tuple[int, int, int, int]] | None = None
+) -> dict[int, list[np.ndarray]]:
+    """Per value but 0: one polygon per connected component along its pixels' outer edges
+    (integer corners), its holes joined in by zero-width cuts.
+
+    Filled even-odd at pixel centres, the rule of pycocotools (COCO consumers), such a polygon
+    covers exactly the component's pixels: the cuts are walked once each way and cancel. Outlines
+    through pixel centres (trace_regions) lose about half a pixel all round there instead.
+    """
+    out: dict[int, list[np.ndarray]] = {}
+    for value, (x0, y0, x1, y1) in (boxes or value_boxes(ids)).items():
+        if value == 0:
+            continue
+        crop = (ids[y0 : y1 + 1, x0 : x1 + 1] == value).view(np.uint8)
+        borders, hierarchy = cv2.findContours(
+            crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(x0, y0)
+        )
+        outlines = _pixel_edge_outlines(borders)
+        parents = hierarchy[0][:, 3]
+        holes: dict[int, list[np.ndarray]] = {}
+        for i in np.flatnonzero(parents != -1):
+            holes.setdefault(int(parents[i]), []).append(outlines[i])
+        out[value] = [_join_holes(outlines[i], holes.get(int(i), []))
+                      for i in np.flatnonzero(parents == -1)]
+    return out
+
+
+def _pixel_edge_outlines(borders: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """The pixel-edge outlines of borders that findContours traced (every pixel, background on
+    the right as seen on screen): each pixel adds the corners where the outline turns on its way
+    round the pixel's outer side, from where it arrives to where it leaves. All borders at once:
+    each is a ring in one long array."""
+    lengths = np.array([len(b) for b in borders])
+    points = np.concatenate(borders).reshape(-1, 2)
+    following, _ = _rings(lengths)
+    step = points[following] - points
+    leaving = _STEP_CODE[step[:, 1] + 1, step[:, 0] + 1]
+    arriving = np.empty_like(leaving)
+    arriving[following] = leaving
+    first = (arriving - 3 - (arriving & 1)) % 8  # the corner shared with the previous pixel
+    last = (leaving - 1 + (leaving & 1)) % 8  # the corner shared with the next one
+    count = ((last - first) % 8) // 2  # corners from first on, before last
+    count[(count == 0) & (leaving == (arriving + 4) % 8)] = 4  # the end of a diagonal line
+    lone = (np.cumsum(lengths) - 1)[lengths == 1]  # a one-pixel border: all four corners
+    first[lone], last[lone], count[lone] = 3, 3, 4
+    # Every corner a pixel adds after its first is a turn; its first is one unless the outline
+    # arrives along the direction it leaves in (the last edge of the previous pixel that added any).
+    active = np.flatnonzero(count)
+    active_lengths = np.add.reduceat(count > 0, np.cumsum(lengths) - lengths)
+    _, preceding = _rings(active_lengths)
+    skip = (last[active[preceding]] == (first[active] + 2) % 8).astype(np.int64)
+    emitted = count[active] - skip
+    owner = np.repeat(active, emitted)
+    nth = np.arange(len(owner)) - np.repeat(np.cumsum(emitted) - emitted, emitted)
+    corners = points[owner] + _CORNER[(first[owner] + 2 * (nth + np.repeat(skip, emitted))) % 8]
+    ends = np.cumsum(np.add.reduceat(emitted, np.cumsum(active_lengths) - active_lengths))
+    return np.split(corners, ends[:-1])
+
+
+def _rings(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the next and the previous element, for rings of these lengths laid end to end."""
+    ends = np.cumsum(lengths)
+    following = np.arange(1, ends[-1] + 1)
+    following[ends - 1] = ends - lengths
+    preceding = np.empty_like(following)
+    preceding[following] = np.arange(ends[-1])
+    return following, preceding
+
+
+def _join_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
+    """One polygon: the outer outline with each hole's outline walked from the outer vertex
+    nearest to the hole's first vertex (near its top: findContours scans rows) and back again."""
+    if not holes:
+        return outer
+    tops = np.array([h[0] for h in holes], np.int64)
+    xs, ys = outer[:, 0].astype(np.int64), outer[:, 1].astype(np.int64)
+    anchors = np.concatenate([  # nearest outer vertex, in blocks of holes to bound the memory
+        np.argmin(np.square(xs - block[:, :1]) + np.square(ys - block[:, 1:]), axis=1)
+        for block in np.split(tops, range(64, len(tops), 64))
+    ])
+    parts, start = [], 0
+    for k in np.argsort(anchors, kind="stable"):
+        anchor = int(anchors[k])
+        parts += [outer[start : anchor + 1], holes[k], holes[k][:1], outer[anchor : anchor + 1]]
+        start = anchor + 1
+    parts.append(outer[start:])
+    joined = np.concatenate(parts)
+    # a hole touching the outline at its nearest vertex: no cut, no repeated vertex
+    return joined[np.any(joined != joined[np.arange(-1, len(joined) - 1)], axis=1)]
 
 
 def redraw(shape: tuple[int, int], regions: list[Region], under: np.ndarray | None = None) -> np.ndarray:
