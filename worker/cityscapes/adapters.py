@@ -25,7 +25,7 @@ import orjson
 from worker.cityscapes.export import MAX_INSTANCES
 from worker.cityscapes.labels import Color, LabelMap, color_hex, normalize_name, parse_color
 from worker.cityscapes.manifest import MAX_PROBLEMS, Manifest, crowd_flag, read_manifest
-from worker.cityscapes.rle import encode_mask
+from worker.cityscapes.rle import decode_mask_box, encode_mask
 from worker.errors import ClientError, LabelMapError, ManifestError
 
 FORMATS = ("manifest", "cvat", "coco")
@@ -382,11 +382,12 @@ def _cvat_mask(element: ET.Element, width: int, height: int) -> dict[str, Any]:
         raise ValueError(
             f"mask runs cover {sum(runs)} pixels, its {box_w}x{box_h} box has {box_w * box_h}"
         )
-    values = np.zeros(len(runs), np.bool_)
-    values[1::2] = True
-    box = np.repeat(values, runs).reshape(box_h, box_w)
-    x0, x1 = max(left, 0), min(left + box_w, width)
-    y0, y1 = max(top, 0), min(top + box_h, height)
+    # Row-major runs over the box are column-major runs over its transpose: decode only the
+    # pixels' own bounding box (tools such as Datumaro write boxes the size of the image).
+    row, column, crop = decode_mask_box({"size": [box_w, box_h], "counts": runs})
+    box, top, left = crop.T, top + row, left + column
+    x0, x1 = max(left, 0), min(left + box.shape[1], width)
+    y0, y1 = max(top, 0), min(top + box.shape[0], height)
     if x0 >= x1 or y0 >= y1:
         columns = np.zeros((height, 0), np.bool_)
         x0 = 0
