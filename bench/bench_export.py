@@ -113,10 +113,13 @@ def describe(manifest: dict) -> str:
     polygons = sum(s["type"] == "polygon" for s in shapes)
     rectangles = sum(s["type"] == "rectangle" for s in shapes)
     vertices = sum(len(s["points"]) // 2 for s in shapes if s["type"] == "polygon")
-    largest = max(len(s["points"]) // 2 for s in shapes)
+    largest = max(len(s["points"]) // 2 for s in shapes if s["type"] == "polygon")
+    kinds = f"{polygons / images:.0f} polygons + {rectangles / images:.0f} rectangles"
+    masks = sum(s["type"] == "mask" for s in shapes)
+    if masks:
+        kinds += f" + {masks / images:.0f} masks"
     return (
-        f"{images} images of {SCENE['width']}x{SCENE['height']}, per image"
-        f" {polygons / images:.0f} polygons + {rectangles / images:.0f} rectangles,"
+        f"{images} images of {SCENE['width']}x{SCENE['height']}, per image {kinds},"
         f" {vertices / images:,.0f} polygon vertices (largest polygon {largest})"
     )
 
@@ -140,10 +143,11 @@ def extract_polygons(zip_path: Path, dest: Path) -> int:
 # --- the contenders --------------------------------------------------------------------------
 
 
-def ours_cmd(manifest: Path, out: Path, jobs: int) -> list[str]:
+def ours_cmd(manifest: Path, out: Path, jobs: int, train_ids: bool = True) -> list[str]:
     return [
         str(BIN / "cityscapes-worker"), "export", "--annotations", str(manifest),
-        "--output", str(out), "--jobs", str(jobs), "--train-ids", "--quiet",
+        "--output", str(out), "--jobs", str(jobs), *(["--train-ids"] if train_ids else []),
+        "--quiet",
     ]
 
 
@@ -445,12 +449,27 @@ def report_table(args, data, medians, files, step, memory, versions, total) -> s
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_export", description=__doc__,
+def write_report(table: str, out: str) -> None:
+    """The Markdown report to `out` (relative paths from the repository root) and to stdout."""
+    path = Path(out)
+    if not path.is_absolute():
+        path = ROOT / path
+    path.write_text(table, encoding="utf-8")
+    print(table)
+
+
+def bench_parser(module: str, doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every side-by-side benchmark takes: --images, --repeat, --out."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=50, help="images in the timed runs")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each contender")
-    parser.add_argument("--out", default="bench/results-export.md", help="Markdown file to write")
+    parser.add_argument("--out", default=out, help="Markdown file to write")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = bench_parser("bench.bench_export", __doc__, "bench/results-export.md")
     parser.add_argument("--memory-images", type=int, default=500,
                         help="images of the second memory run")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
@@ -471,12 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         official_export(argv[1], argv[2])
         return 0
     args = parse_args(argv)
-    table = benchmark(args)
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = ROOT / out
-    out.write_text(table, encoding="utf-8")
-    print(table)
+    write_report(benchmark(args), args.out)
     return 0
 
 
