@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     # visibility_timeout + restore_interval seconds.
     restore_interval: int = Field(10, ge=1)
     # A job with no sign of life (a chunk starting or ending) for this long is failed and its
-    # files removed; it must exceed the longest a chunk can wait for redelivery, and the longest
-    # a job's chunks wait in the queue behind other jobs.
+    # files removed; it must exceed the longest a chunk can wait for redelivery. (Time spent in
+    # a backlog does not count: the check waits in the same queue.)
     stuck_after: int = Field(3600, ge=2)
     reap_interval: int = Field(60, ge=1)  # how often one of the workers looks for stuck jobs
     result_expires: int = Field(7 * 24 * 3600, ge=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 
 from celery import Signature, Task, chord, group
 
@@ -113,13 +114,19 @@ def cleanup(job_id: str) -> dict:
 
 
 @app.task(name="cityscapes.reap")
-def reap() -> list[str]:
+def reap(sent_at: float | None = None) -> list[str]:
     """Fail the jobs that showed no sign of life for CITYSCAPES_STUCK_AFTER seconds (a chunk
     lost, its workers gone for good) and remove what they staged or half-uploaded. Workers send
-    this task every CITYSCAPES_REAP_INTERVAL seconds, one of them at a time."""
+    this task every CITYSCAPES_REAP_INTERVAL seconds, one of them at a time.
+
+    Silence is counted up to `sent_at`, when this check was queued: it waits in the queue behind
+    the chunks queued before it, so by the time it runs those have started (a sign of life) or
+    are lost, while jobs planned after it was queued are not judged by it. A backlog thus delays
+    the check instead of making healthy jobs look stuck."""
     quiet = get_settings().stuck_after
+    cutoff = (time.time() if sent_at is None else sent_at) - quiet
     reaped = []
-    for job_id in progress.quiet_since(quiet):
+    for job_id in progress.quiet_before(cutoff):
         state = progress.read(job_id)
         if state.get("state") in progress.TERMINAL or not state:
             progress.forget(job_id)

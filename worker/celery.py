@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Celery, bootsteps
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
@@ -39,7 +40,7 @@ class Reaper(bootsteps.StartStopStep):
 
         try:
             if progress.claim(f"reap:{queue}", interval):
-                app.send_task("cityscapes.reap", queue=queue)
+                app.send_task("cityscapes.reap", kwargs={"sent_at": time.time()}, queue=queue)
         except Exception as exc:  # noqa: BLE001 - the broker may be away; try next turn
             log.warning("stuck-job check not queued: %s", exc)
 

@@ -89,9 +89,9 @@ def claim(name: str, seconds: int) -> bool:
     return bool(_redis().set(f"cityscapes:claim:{name}", 1, nx=True, ex=seconds))
 
 
-def quiet_since(seconds: float) -> list[str]:
-    """Jobs not ended that showed no sign of life for `seconds`."""
-    return _redis().zrangebyscore(_ACTIVE, 0, time.time() - seconds)
+def quiet_before(cutoff: float) -> list[str]:
+    """Jobs not ended whose last sign of life came before `cutoff` (a Unix time)."""
+    return _redis().zrangebyscore(_ACTIVE, 0, cutoff)
 
 
 def finish(job_id: str, result: dict) -> None:

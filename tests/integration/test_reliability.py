@@ -198,3 +198,30 @@ def test_a_job_whose_chunks_are_lost_is_failed_by_the_reaper(s3, cluster, cluste
     wait_until(lambda: keys(s3, f".cityscapes-staging/{job_id}") == [], 10, "staging removed")
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     assert keys(s3, "rel-lost/out.zip") == []
+
+
+def test_the_reaper_counts_silence_up_to_when_it_was_queued(cluster_env, monkeypatch):
+    """A check that waited in the queue behind a backlog does not hold that wait against jobs
+    planned after it was queued (their chunks are queued behind it)."""
+    import redis
+
+    from config.settings import get_settings
+    from tasks.jobs import reap
+    from worker import progress
+
+    monkeypatch.setenv("CITYSCAPES_STUCK_AFTER", "3600")
+    get_settings.cache_clear()
+    try:
+        job_id = "reaper-cutoff-job"
+        progress.start(job_id, "export")
+        now = time.time()
+        # Last sign of life 2 h ago; the check was queued 1.5 h ago and runs only now.
+        redis.Redis.from_url(cluster_env["CELERY_RESULT_BACKEND"]).zadd(
+            "cityscapes:jobs:active", {job_id: now - 7200})
+        assert job_id not in reap.run(sent_at=now - 5400)
+        assert progress.read(job_id)["state"] == "PLANNING"
+        # A check queued now sees two hours of silence.
+        assert job_id in reap.run(sent_at=now)
+        assert progress.read(job_id)["state"] == "FAILURE"
+    finally:
+        get_settings.cache_clear()
