@@ -225,3 +225,20 @@ def test_the_reaper_counts_silence_up_to_when_it_was_queued(cluster_env, monkeyp
         assert progress.read(job_id)["state"] == "FAILURE"
     finally:
         get_settings.cache_clear()
+
+
+def test_the_assembly_takes_each_chunk_once_and_refuses_a_missing_one(cluster_env):
+    """A chunk whose result was stored twice (its worker died between storing and acknowledging)
+    can make the chord call back early, with a duplicate in place of a chunk still running."""
+    from tasks.jobs import chunks_to_assemble
+    from worker import progress
+    from worker.errors import IncompleteJob
+
+    job_id = "assembly-guard-job"
+    progress.start(job_id, "export")
+    progress.planned(job_id, 3, 9)
+    staging = f"s3://{BUCKET}/.cityscapes-staging/{job_id}"
+    twice = [{"chunk": 2}, {"chunk": 0}, {"chunk": 2}, {"chunk": 1}]
+    assert [c["chunk"] for c in chunks_to_assemble(job_id, twice, staging)] == [0, 1, 2]
+    with pytest.raises(IncompleteJob, match=r"chunks \[1\] of 3 never reported"):
+        chunks_to_assemble(job_id, [{"chunk": 0}, {"chunk": 0}, {"chunk": 2}], staging)
