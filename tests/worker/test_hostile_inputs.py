@@ -60,6 +60,8 @@ EXPORT_CASES = {
     "huge coordinates": (json.dumps(manifest(shapes=[shape(points=[1, 1, 1e12, 1, 3, 3])])), 2,
                          "far outside the 64x32 image"),
     "duplicate names": (json.dumps(manifest(images=[image(), image(id=2)])), 2, "same output files"),
+    "too many pixels": (json.dumps(manifest(images=[image(width=32768, height=16385)])), 2,
+                        "32768x16385 is more than 268,435,456 pixels"),
     "duplicate ids": (json.dumps(manifest(images=[image(), image(name="lindau/b.png")])), 2, "used twice"),
     "dot-dot name": (json.dumps(manifest(images=[image(name="../../etc/a.png")])), 2, "'..'"),
     "absolute name": (json.dumps(manifest(images=[image(name="/etc/a.png")])), 2, "absolute"),

@@ -33,6 +33,9 @@ from worker.errors import LabelMapError, ManifestError
 
 MANIFEST_VERSION = 1
 MAX_IMAGE_SIDE = 32768
+# An image's pixels, as drawn (the export holds a few full-size arrays of it) or as read back:
+# 16384 x 16384, 128 times a Cityscapes frame; beyond, one image could take a worker's memory.
+MAX_PIXELS = 1 << 28
 MAX_PROBLEMS = 100
 
 
@@ -66,6 +69,14 @@ class ImageSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_relative_path(value, "image name")
+
+    @model_validator(mode="after")
+    def _pixels(self) -> ImageSpec:
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(
+                f"{self.width}x{self.height} is more than {MAX_PIXELS:,} pixels (16384x16384)"
+            )
+        return self
 
     @field_validator("subset")
     @classmethod

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from worker.cityscapes.labels import LabelMap, parse_label_color_txt
+from worker.cityscapes.manifest import MAX_PIXELS
 from worker.errors import ClientError
 
 KNOWN_SUBSETS = frozenset({"train", "val", "test", "default", "train_extra", "trainextra"})
@@ -35,7 +36,6 @@ PHOTO_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", 
 MAX_MEMBERS = 500_000
 MAX_TOTAL_BYTES = 16 << 30  # uncompressed
 MAX_RATIO = 500  # uncompressed / compressed, for members over 1 MiB
-MAX_PIXELS = 1 << 28  # 16384 x 16384
 MAX_MEMBER_BYTES = 512 << 20  # what one member may expand to
 # A broken PNG is reported by our own message; OpenCV's warnings on stderr would only add noise.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
