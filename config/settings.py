@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # files removed; it must exceed the longest a chunk can wait for redelivery. (Time spent in
     # a backlog does not count: the check waits in the same queue.)
     stuck_after: int = Field(3600, ge=2)
+    # A chunk whose worker dies while running it is run again, at most this many times in all.
+    max_deliveries: int = Field(3, ge=1)
     reap_interval: int = Field(60, ge=1)  # how often one of the workers looks for stuck jobs
     result_expires: int = Field(7 * 24 * 3600, ge=60)
     progress_ttl: int = Field(7 * 24 * 3600, ge=60)

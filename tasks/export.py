@@ -21,6 +21,7 @@ from tasks.base import ChunkTask, JobTask
 from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
+    chunk_may_run,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -91,7 +92,7 @@ def export(self, **raw_spec):
 
 @app.task(name="cityscapes.export_chunk", bind=True, base=ChunkTask)
 def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
-    if not progress.check_in(job_id):
+    if not chunk_may_run(self, job_id, index):
         return {"chunk": index, "cancelled": True}
     store = storage_for(staging)
     _, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))

@@ -17,6 +17,7 @@ from tasks.base import ChunkTask, JobTask
 from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
+    chunk_may_run,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -70,7 +71,7 @@ def import_(self, **raw_spec):
 
 @app.task(name="cityscapes.import_chunk", bind=True, base=ChunkTask)
 def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
-    if not progress.check_in(job_id):
+    if not chunk_may_run(self, job_id, number):
         return {"chunk": number, "cancelled": True}
     store = storage_for(staging)
     document = json.loads(store.read(join_url(staging, "in", f"{number:05d}.json")))

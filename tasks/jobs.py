@@ -12,7 +12,7 @@ from celery import Signature, Task, chord, group
 from config.settings import get_settings
 from worker import progress
 from worker.celery import app
-from worker.errors import IncompleteJob
+from worker.errors import IncompleteJob, PoisonChunk
 from worker.storage import join_url, storage_for
 from worker.storage.s3 import split_url
 
@@ -44,6 +44,22 @@ def replace_with_chunks(
     progress.planned(job_id, chunks, images)
     log.info("%d images in %d chunks", images, chunks, extra={"job_id": job_id})
     raise plan.replace(chord(header, callback.on_error(job_failed.s(job_id, output, staging))))
+
+
+def chunk_may_run(task: Task, job_id: str, number: int) -> bool:
+    """A chunk starts: False if its job was stopped. A chunk whose worker died while running it
+    (out of memory, a crash in a library) comes back; after CITYSCAPES_MAX_DELIVERIES such
+    deliveries the job fails instead of taking down worker after worker."""
+    if not progress.check_in(job_id):
+        return False
+    deliveries = progress.delivery(job_id, number, task.request.retries)
+    limit = get_settings().max_deliveries
+    if deliveries > limit:
+        raise PoisonChunk(
+            f"chunk {number}: its worker died each of the {limit} times it ran it (out of"
+            " memory, or a crash in a library?); not run again"
+        )
+    return True
 
 
 def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:

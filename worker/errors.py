@@ -62,5 +62,9 @@ class ServerError(CityscapesWorkerError):
     """A fault outside the input (storage, broker); the operation may succeed when retried."""
 
 
+class PoisonChunk(CityscapesWorkerError):
+    """A chunk whose worker died every time it ran it; running it again could only repeat that."""
+
+
 class IncompleteJob(CityscapesWorkerError):
     """A job's parts did not all arrive (a chunk lost); retrying the assembly cannot help."""

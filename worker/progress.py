@@ -79,6 +79,16 @@ def check_in(job_id: str) -> bool:
     return pipe.execute()[1] not in STOPPED
 
 
+def delivery(job_id: str, chunk: int, attempt: int) -> int:
+    """How many times this attempt of the chunk has been handed to a worker, this one included
+    (more than once only when a worker died holding it)."""
+    key = f"{_PREFIX}{job_id}:deliveries"
+    pipe = _redis().pipeline()
+    pipe.hincrby(key, f"{chunk}:{attempt}", 1)
+    pipe.expire(key, get_settings().progress_ttl)
+    return pipe.execute()[0]
+
+
 def forget(job_id: str) -> None:
     """Take an ended (or expired) job out of the reaper's view."""
     _redis().zrem(_ACTIVE, job_id)

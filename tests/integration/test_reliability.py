@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +243,62 @@ def test_the_assembly_takes_each_chunk_once_and_refuses_a_missing_one(cluster_en
     assert [c["chunk"] for c in chunks_to_assemble(job_id, twice, staging)] == [0, 1, 2]
     with pytest.raises(IncompleteJob, match=r"chunks \[1\] of 3 never reported"):
         chunks_to_assemble(job_id, [{"chunk": 0}, {"chunk": 0}, {"chunk": 2}], staging)
+
+
+def pool_children(pid: int) -> list[int]:
+    """The worker's pool processes (forked by any of its threads)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+@pytest.fixture(scope="module")
+def roomy_cluster(cluster_env, tmp_path_factory):
+    """Two workers with room in their time limits: a pool process forked after a kill may take a
+    few seconds before it runs its first task."""
+    group = Cluster(cluster_env, tmp_path_factory.mktemp("poison-workers"), "poison", ("p1", "p2"),
+                    CITYSCAPES_SOFT_TIME_LIMIT="40", CITYSCAPES_TIME_LIMIT="45",
+                    CITYSCAPES_VISIBILITY_TIMEOUT="60", CITYSCAPES_STUCK_AFTER="90")
+    group.ensure_running()
+    yield group
+    group.stop()
+
+
+def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(s3, roomy_cluster, cluster_env,
+                                                                tmp_path):
+    """A chunk that takes down the pool process running it (out of memory, say) comes back each
+    time; after CITYSCAPES_MAX_DELIVERIES (3) the job fails instead of the cluster going on."""
+    cluster = roomy_cluster
+    import redis
+
+    from tasks.jobs import chunk_id
+    from worker import client
+
+    cluster.ensure_running()
+    spec, _ = export_dataset(s3, tmp_path, "rel-poison", 4)  # a single chunk
+    job_id = cluster.submit("cityscapes.export", spec)
+    chunk = chunk_id(job_id, 0)
+
+    killed = dict.fromkeys(cluster.names, 0)
+    deliveries = redis.Redis.from_url(cluster_env["CELERY_RESULT_BACKEND"])
+
+    def running(delivery: int) -> str | None:
+        """The worker running the chunk for the delivery-th time: the chunk has counted that
+        delivery, and that worker received it once more than we killed it there."""
+        if int(deliveries.hget(f"cityscapes:job:{job_id}:deliveries", "0:0") or 0) < delivery:
+            return None
+        for name in cluster.names:
+            if cluster.log(name).count(f"[{chunk}] received") > killed[name]:
+                return name
+        return None
+
+    for delivery in (1, 2, 3):
+        name = wait_until(lambda: running(delivery), 60, f"delivery {delivery} of the chunk")
+        for child in pool_children(cluster.procs[name][0].pid):
+            os.kill(child, signal.SIGKILL)
+        killed[name] += 1
+    final = client.wait(job_id, timeout=120)
+
+    assert final["state"] == "FAILURE" and "chunk 0: its worker died each of the 3 times" in final["error"], final
+    assert all(proc.poll() is None for proc, _ in cluster.procs.values())  # the workers live on
+    wait_until(lambda: keys(s3, f".cityscapes-staging/{job_id}") == [], 10, "staging removed")
+    assert keys(s3, "rel-poison/out.zip") == []
