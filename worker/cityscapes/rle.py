@@ -58,11 +58,11 @@ def _checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
-    height, width, runs = _checked_runs(rle)
-    values = np.zeros(len(runs), np.bool_)
-    values[1::2] = True
-    flat = np.repeat(values, runs)
-    return flat.reshape(width, height).T
+    height, width = (int(v) for v in rle["size"])
+    x0, y0, crop = decode_mask_box(rle)
+    mask = np.zeros((height, width), np.bool_)
+    mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+    return mask
 
 
 def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
