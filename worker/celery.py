@@ -10,6 +10,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_
 
 from config.celery import celery_config
 from config.settings import get_settings
+from worker import progress
 from worker.logs import use_json_logs
 
 app = Celery("cityscapes_worker", include=["tasks.jobs", "tasks.export", "tasks.imports"])
@@ -36,8 +37,6 @@ class Reaper(bootsteps.StartStopStep):
             self.timer_ref.cancel()
 
     def tick(self, queue: str, interval: int) -> None:
-        from worker import progress
-
         try:
             if progress.claim(f"reap:{queue}", interval):
                 app.send_task("cityscapes.reap", kwargs={"sent_at": time.time()}, queue=queue)
