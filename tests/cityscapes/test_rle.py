@@ -16,6 +16,14 @@ def masks():
     big[120:130, :] = False
     yield big
     yield rng.random((64, 64)) < 0.02
+    small = np.zeros((700, 90), bool)  # a small object of a tall image: its box, not its columns
+    small[300:340, 20:31] = rng.random((40, 11)) < 0.7
+    small[300, 20] = small[339, 30] = True
+    yield small
+    corner = np.zeros((40, 30), bool)
+    corner[-1, 10] = corner[0, 11] = True  # one run wrapping from a column into the next
+    corner[39, 29] = True
+    yield corner
 
 
 @pytest.mark.parametrize("mask", list(masks()), ids=lambda m: f"{m.shape}-{int(m.sum())}")
@@ -38,6 +46,15 @@ def test_a_mask_decodes_to_its_bounding_box(mask):
     rows, columns = np.nonzero(mask)
     assert (x0, y0) == (columns.min(), rows.min())
     assert np.array_equal(crop, mask[y0 : rows.max() + 1, x0 : columns.max() + 1])
+
+
+def test_runs_of_no_pixels_between_runs_decode_as_pycocotools_does():
+    rle = {"size": [6, 5], "counts": [7, 2, 0, 3, 0, 0, 4, 1, 13]}
+    theirs = coco_mask.decode(coco_mask.frPyObjects(rle, 6, 5)).astype(bool)
+    x0, y0, crop = decode_mask_box(rle)
+    rows, columns = np.nonzero(theirs)
+    assert (x0, y0) == (columns.min(), rows.min())
+    assert np.array_equal(crop, theirs[y0 : rows.max() + 1, x0 : columns.max() + 1])
 
 
 def test_uncompressed_counts_decode():

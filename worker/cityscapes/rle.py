@@ -67,24 +67,45 @@ def decode_mask(rle: dict[str, Any]) -> np.ndarray:
 
 def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     """(x0, y0, crop): the mask's pixels within their bounding box, decoded without building the
-    whole image (a small object of a large image costs what its box costs). An empty mask gives
-    a (0, 0) crop."""
+    whole image or its full-height columns: the work is that of the runs and of the box. An
+    empty mask gives a (0, 0) crop."""
     height, width, runs = _checked_runs(rle)
     ends = np.cumsum(runs)
     starts = ends - runs
     ones = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
-    starts, ends = starts[ones], ends[ones]
+    starts, lasts = starts[ones], ends[ones] - 1
     if not len(starts):
         return 0, 0, np.zeros((0, 0), np.bool_)
-    x0, x1 = int(starts[0]) // height, int(ends[-1] - 1) // height
-    base = x0 * height
-    edges = np.zeros((x1 - x0 + 1) * height + 1, np.int32)
-    np.add.at(edges, starts - base, 1)
-    np.add.at(edges, ends - base, -1)
-    columns = np.cumsum(edges[:-1]).astype(np.bool_).reshape(x1 - x0 + 1, height).T
-    rows = np.flatnonzero(columns.any(axis=1))
-    y0, y1 = int(rows[0]), int(rows[-1])
-    return x0, y0, columns[y0 : y1 + 1]
+    first_columns, last_columns = starts // height, lasts // height
+    x0, x1 = int(first_columns[0]), int(last_columns[-1])
+    if (first_columns != last_columns).any():
+        y0, y1 = 0, height - 1  # a run wraps into the next column: the box is full height
+    else:
+        y0, y1 = int((starts % height).min()), int((lasts % height).max())
+    box_height, box_width = y1 - y0 + 1, x1 - x0 + 1
+    # In the box's own column-major order every run is still one stretch of pixels: within one
+    # column, or (full height box) unchanged but for the offset.
+    begin = (first_columns - x0) * box_height + starts % height - y0
+    stop = (last_columns - x0) * box_height + lasts % height - y0 + 1
+    bounds = np.empty(2 * len(begin) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, box_height * box_width
+    bounds[1:-1:2], bounds[2:-1:2] = begin, stop
+    lengths = np.diff(bounds)
+    values = np.zeros(len(lengths), np.bool_)
+    values[1::2] = True
+    flat = np.repeat(values, lengths)
+    return x0, y0, flat.reshape(box_width, box_height).T
+
+
+def mask_runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed counts of a (height, width) bool mask: column-major runs, 0s first."""
+    flat = np.asarray(mask, np.bool_).T.reshape(-1)
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], edges, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)
+    return runs
 
 
 def encode_mask(mask: np.ndarray, x0: int = 0, width: int | None = None) -> dict[str, Any]:
@@ -95,12 +116,7 @@ def encode_mask(mask: np.ndarray, x0: int = 0, width: int | None = None) -> dict
     """
     height, columns = mask.shape
     width = columns if width is None else width
-    flat = np.asarray(mask, np.bool_).T.reshape(-1)
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], edges, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        runs.insert(0, 0)
+    runs = mask_runs(mask)
     runs[0] += x0 * height  # empty columns before the mask's
     after = (width - x0 - columns) * height
     if after:
