@@ -14,7 +14,7 @@ from worker.cityscapes.export import (
 )
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
-from worker.cityscapes.rle import encode_mask
+from worker.cityscapes.rle import encode_mask, mask_runs
 from worker.errors import ShapeError
 
 IMAGE = ImageRecord(1, "lindau/x.png", 40, 20, "train")
@@ -55,6 +55,20 @@ def test_masks_paint_their_pixels_in_drawing_order_with_polygons():
     # polygons.json holds the mask as its outline: the official format has no masks.
     labels = [o["label"] for o in out["polygons.json"]["objects"]]
     assert labels == ["road", "car", "person"]
+
+
+def test_a_mask_over_a_box_paints_what_the_same_mask_over_the_image_paints():
+    mask = np.zeros((20, 40), bool)
+    mask[3:17, 25:38] = np.random.default_rng(3).random((14, 13)) < 0.6
+    box = {"size": [14, 13], "counts": mask_runs(mask[3:17, 25:38]), "box": [25, 3, 13, 14]}
+    whole = pngs(export_image(IMAGE, [Shape(index=0, label="car", kind="mask",
+                                            rle=encode_mask(mask))], OFFICIAL, ExportOptions()))
+    boxed = pngs(export_image(IMAGE, [Shape(index=0, label="car", kind="mask", rle=box)],
+                              OFFICIAL, ExportOptions()))
+    assert (whole["labelIds.png"] == 26).sum() == mask.sum()
+    for kind in ("labelIds.png", "instanceIds.png", "color.png"):
+        assert np.array_equal(boxed[kind], whole[kind]), kind
+    assert boxed["polygons.json"] == whole["polygons.json"]
 
 
 def test_instances_count_per_class_in_drawing_order_and_keep_given_numbers():

@@ -19,6 +19,15 @@ BAD = {
     "mask without rle": (manifest(shapes=[shape(type="mask", points=[])]), "mask needs an rle"),
     "mask of wrong size": (
         manifest(shapes=[shape(type="mask", rle={"size": [5, 5], "counts": [25]})]), "mask size"),
+    "mask box of wrong size": (
+        manifest(shapes=[shape(type="mask", box=[0, 0, 5, 4], rle={"size": [5, 5], "counts": [25]})]),
+        "is not its box's [height, width] [4, 5]"),
+    "mask box past the image": (
+        manifest(shapes=[shape(type="mask", box=[-1, 0, 5, 5], rle={"size": [5, 5], "counts": [25]})]),
+        "mask box [-1, 0, 5, 5] does not lie within"),
+    "mask size not numbers": (
+        manifest(shapes=[shape(type="mask", rle={"size": [None, 64], "counts": [25]})]),
+        "mask size [None, 64] is not [height, width] in whole pixels"),
     "duplicate ids": (manifest(images=[image(), image(name="b.png")]), "used twice"),
     "duplicate names": (manifest(images=[image(), image(id=2)]), "same output files"),
     "dot-dot name": (manifest(images=[image(name="../etc/a.png")]), "'..'"),

@@ -25,7 +25,7 @@ import orjson
 from worker.cityscapes.export import MAX_INSTANCES
 from worker.cityscapes.labels import Color, LabelMap, color_hex, normalize_name, parse_color
 from worker.cityscapes.manifest import MAX_PROBLEMS, Manifest, crowd_flag, read_manifest
-from worker.cityscapes.rle import decode_mask_box, encode_mask
+from worker.cityscapes.rle import decode_mask_box, mask_runs
 from worker.errors import ClientError, LabelMapError, ManifestError
 
 FORMATS = ("manifest", "cvat", "coco")
@@ -366,7 +366,8 @@ def _cvat_box(element: ET.Element, width: int, height: int) -> dict[str, Any]:
 
 def _cvat_mask(element: ET.Element, width: int, height: int) -> dict[str, Any]:
     """CVAT's mask: runs of 0s and 1s alternating (0s first), row by row over the box at
-    left/top; as a COCO RLE over the whole image, the part outside the image cut off."""
+    left/top; as a manifest mask over its pixels' own bounding box (tools such as Datumaro write
+    boxes the size of the image), the part outside the image cut off."""
     try:
         left, top, box_w, box_h = (
             int(element.get(k, "")) for k in ("left", "top", "width", "height")
@@ -382,19 +383,16 @@ def _cvat_mask(element: ET.Element, width: int, height: int) -> dict[str, Any]:
         raise ValueError(
             f"mask runs cover {sum(runs)} pixels, its {box_w}x{box_h} box has {box_w * box_h}"
         )
-    # Row-major runs over the box are column-major runs over its transpose: decode only the
-    # pixels' own bounding box (tools such as Datumaro write boxes the size of the image).
+    # Row-major runs over the box are column-major runs over its transpose.
     row, column, crop = decode_mask_box({"size": [box_w, box_h], "counts": runs})
-    box, top, left = crop.T, top + row, left + column
-    x0, x1 = max(left, 0), min(left + box.shape[1], width)
-    y0, y1 = max(top, 0), min(top + box.shape[0], height)
+    pixels, top, left = crop.T, top + row, left + column
+    x0, x1 = max(left, 0), min(left + pixels.shape[1], width)
+    y0, y1 = max(top, 0), min(top + pixels.shape[0], height)
     if x0 >= x1 or y0 >= y1:
-        columns = np.zeros((height, 0), np.bool_)
-        x0 = 0
-    else:
-        columns = np.zeros((height, x1 - x0), np.bool_)
-        columns[y0:y1] = box[y0 - top : y1 - top, x0 - left : x1 - left]
-    return {"type": "mask", "rle": encode_mask(columns, x0, width)}
+        x0 = x1 = y0 = y1 = 0
+    inside = pixels[y0 - top : y1 - top, x0 - left : x1 - left]
+    return {"type": "mask", "box": [x0, y0, x1 - x0, y1 - y0],
+            "rle": {"size": [y1 - y0, x1 - x0], "counts": mask_runs(inside)}}
 
 
 _CVAT_SHAPES: dict[str, Callable[[ET.Element, int, int], dict[str, Any]]] = {

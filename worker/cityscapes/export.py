@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from worker.cityscapes.labels import IGNORE_TRAIN_ID, Label, LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
-from worker.cityscapes.png import encode_png
+from worker.cityscapes.png import encode_png_rows
 from worker.cityscapes.rle import decode_mask_box
 from worker.errors import ShapeError
 
@@ -117,6 +117,14 @@ class MaskBox:
     pixels: np.ndarray  # (h, w) bool
 
 
+def decode_shape_mask(rle: dict) -> MaskBox:
+    """A mask shape's pixels in its bounding box; its rle covers the image, or the "box" at
+    whose corner it lies."""
+    x0, y0, pixels = decode_mask_box(rle)
+    left, top = rle.get("box", (0, 0))[:2]
+    return MaskBox(x0 + left, y0 + top, pixels)
+
+
 def mask_outlines(mask: MaskBox) -> list[np.ndarray]:
     """Outer contours of a mask's components, for polygons.json (which cannot hold masks)."""
     contours, _ = cv2.findContours(
@@ -149,21 +157,27 @@ def export_image(
         label_lut[i] = item.label.id
         instance_lut[i] = item.value
         color_lut[i] = _rgba_word(item.label.color)
+    # Each output is a lookup of the index image, made and encoded band by band: one full-size
+    # array (the index) is held, whatever the outputs.
+    # Byte-swapped table: the lookup yields big-endian pixels, as PNG stores them.
+    instance_be, color_words = instance_lut.byteswap(), color_lut.view(np.int32)
     outputs = [
-        ("labelIds.png", lookup(index, label_lut)),
-        # Byte-swapped table: the lookup yields big-endian pixels, as PNG stores them.
-        ("instanceIds.png", lookup(index, instance_lut.byteswap()).view(">u2")),
-        ("color.png", lookup(index, color_lut.view(np.int32)).view(np.uint8).reshape(
-            image.height, image.width, 4)),
+        ("labelIds.png", np.uint8, 1, lambda rows: lookup(rows, label_lut)),
+        ("instanceIds.png", ">u2", 1, lambda rows: lookup(rows, instance_be)),
+        ("color.png", np.uint8, 4, lambda rows: lookup(rows, color_words)),
     ]
     if options.train_ids and label_map.official:
         train_lut = np.full(size, IGNORE_TRAIN_ID, np.uint8)
         for i, item in enumerate(drawables, 1):
             train_lut[i] = item.label.train_id if item.label.train_id >= 0 else IGNORE_TRAIN_ID
-        outputs.append(("labelTrainIds.png", lookup(index, train_lut)))
+        outputs.append(("labelTrainIds.png", np.uint8, 1, lambda rows: lookup(rows, train_lut)))
 
     layout = options.layout
-    parts = [ZipPart(gt_path(image, kind, layout), encode_png(pixels)) for kind, pixels in outputs]
+    parts = [
+        ZipPart(gt_path(image, kind, layout), encode_png_rows(
+            image.width, image.height, dtype, channels, lambda y0, y1, f=table: f(index[y0:y1])))
+        for kind, dtype, channels, table in outputs
+    ]
     if options.polygons_json:
         parts.append(ZipPart(gt_path(image, "polygons.json", layout), document, compress=True))
     return ImageExport(parts, len(drawables), warnings)
@@ -218,7 +232,7 @@ def _resolve(
             label = label_map.background
         if shape.kind == "mask":
             try:
-                mask = MaskBox(*decode_mask_box(shape.rle or {}))
+                mask = decode_shape_mask(shape.rle or {})
             except (ValueError, KeyError, TypeError) as exc:
                 raise ShapeError(f"{where}: mask RLE is broken ({exc})") from None
             outlines = mask_outlines(mask)

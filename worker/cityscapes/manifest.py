@@ -94,6 +94,8 @@ class ShapeSpec(BaseModel):
     type: Literal["polygon", "rectangle", "mask"]
     points: list[FiniteFloat] = Field(default_factory=list)
     rle: dict[str, Any] | None = None
+    # A mask given over a box of the image (as CVAT stores one): its rle covers that box only.
+    box: tuple[int, int, int, int] | None = None  # left, top, width, height
     z_order: int = 0
     attributes: dict[str, Any] = Field(default_factory=dict)
     instance: int | None = Field(default=None, ge=0, le=999)
@@ -321,6 +323,25 @@ def _read_head(stream: BinaryIO) -> dict[str, list]:
     return found
 
 
+def _mask_mismatch(spec: ShapeSpec, image: ImageRecord) -> str | None:
+    """What is wrong with where a mask lies, if anything: its rle covers the image, or its box,
+    which lies within the image."""
+    size = spec.rle["size"]
+    if not (isinstance(size, list) and len(size) == 2
+            and all(type(v) is int and v >= 0 for v in size)):
+        return f"mask size {size!r} is not [height, width] in whole pixels"
+    if spec.box is None:
+        if size != [image.height, image.width]:
+            return f"mask size {spec.rle['size']} is not the image size [{image.height}, {image.width}]"
+        return None
+    left, top, width, height = spec.box
+    if size != [height, width]:
+        return f"mask size {spec.rle['size']} is not its box's [height, width] [{height}, {width}]"
+    if left < 0 or top < 0 or left + width > image.width or top + height > image.height:
+        return f"mask box {list(spec.box)} does not lie within the {image.width}x{image.height} image"
+    return None
+
+
 def _read(stream, source, workdir, problem, problems) -> Manifest:
     head = _read_head(stream)
     versions = head["version"]
@@ -385,13 +406,14 @@ def _read(stream, source, workdir, problem, problems) -> Manifest:
         points = np.asarray(spec.points, np.float64)
         rle = None
         if spec.rle is not None:
-            if [int(v) for v in spec.rle["size"]] != [record.height, record.width]:
-                problem(
-                    f"shapes[{i}] (image {record.name!r}): mask size {spec.rle['size']} is not"
-                    f" the image size [{record.height}, {record.width}]"
-                )
+            mismatch = _mask_mismatch(spec, record)
+            if mismatch:
+                problem(f"shapes[{i}] (image {record.name!r}): {mismatch}")
                 continue
-            rle = json.dumps({"size": spec.rle["size"], "counts": spec.rle["counts"]})
+            stored = {"size": spec.rle["size"], "counts": spec.rle["counts"]}
+            if spec.box is not None:
+                stored["box"] = spec.box
+            rle = json.dumps(stored)
         batch.append(
             (
                 image_index,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 from isal import isal_zlib
@@ -22,6 +23,9 @@ _FORMATS = {
     (np.dtype(np.uint8), 4): (8, 6),
 }
 DEFAULT_LEVEL = 1  # ISA-L levels run 0-3
+# Rows encoded at a time: large enough for deflate to run at full speed, small enough to stay in
+# the cache and to keep a 40-megapixel image from being copied whole.
+_BAND_BYTES = 1 << 20
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -37,21 +41,42 @@ def encode_png(image: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
     if image.dtype == np.uint16:
         image = image.astype(">u2")
     channels = 1 if image.ndim == 2 else image.shape[2]
+    return encode_png_rows(
+        image.shape[1], image.shape[0], image.dtype, channels, lambda y0, y1: image[y0:y1], level
+    )
+
+
+def encode_png_rows(
+    width: int,
+    height: int,
+    dtype: np.dtype,
+    channels: int,
+    rows: Callable[[int, int], np.ndarray],
+    level: int = DEFAULT_LEVEL,
+) -> bytes:
+    """PNG bytes of an image made band by band: `rows(y0, y1)` gives its rows y0 to y1 - 1, so
+    that a photo-sized label image is never held whole, nor copied whole for the filter bytes."""
     try:
-        depth, color_type = _FORMATS[(image.dtype, channels)]
+        depth, color_type = _FORMATS[(np.dtype(dtype), channels)]
     except KeyError:
-        raise ValueError(f"no PNG format for a {image.dtype} array of shape {image.shape}") from None
-    height, width = image.shape[:2]
-    rows = image.reshape(height, -1).view(np.uint8)
-    raw = np.empty((height, rows.shape[1] + 1), np.uint8)
+        raise ValueError(f"no PNG format for {dtype} pixels of {channels} channel(s)") from None
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    band = max(1, min(height, _BAND_BYTES // (row_bytes + 1)))
+    raw = np.empty((band, row_bytes + 1), np.uint8)
     raw[:, 0] = 0  # filter type "none" on every row
-    raw[:, 1:] = rows
+    deflate = isal_zlib.compressobj(level)
+    data = []
+    for y0 in range(0, height, band):
+        count = min(band, height - y0)
+        raw[:count, 1:] = rows(y0, y0 + count).reshape(count, -1).view(np.uint8)
+        data.append(deflate.compress(raw[:count]))
+    data.append(deflate.flush())
     header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     return b"".join(
         (
             _SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", isal_zlib.compress(raw, level)),
+            _chunk(b"IDAT", b"".join(data)),
             _chunk(b"IEND", b""),
         )
     )
