@@ -190,13 +190,19 @@ def test_layouts_place_photos_and_city_folders(layout, default_city, name, folde
     assert left_image_path(image, ".jpg", zip_layout) == f"{photos}/{folder}/{stem}_leftImg8bit.jpg"
 
 
-@pytest.mark.parametrize("points", [[1, 1, 1e9, 1, 10, 9], [-45, 0, 5, 0, 5, 5], [0, 0, 5, 41, 5, 5]])
-def test_coordinates_far_outside_the_image_name_the_shape(points):
-    with pytest.raises(ShapeError, match="shape 4: coordinates lie far outside the 40x20 image"):
+@pytest.mark.parametrize("points", [[1, 1, 1.0738e9, 1, 10, 9], [-2e9, 0, 5, 0, 5, 5],
+                                    [0, 0, 5, 1e300, 5, 5]])
+def test_coordinates_the_rasterizer_cannot_draw_name_the_shape(points):
+    with pytest.raises(ShapeError, match=r"shape 4: a coordinate of \S+ is beyond \+-1,073,741,824"):
         export_image(IMAGE, [poly(4, "car", points)], OFFICIAL, ExportOptions())
 
 
-def test_coordinates_just_past_the_border_are_clipped_as_officially():
-    out = pngs(export_image(IMAGE, [poly(0, "road", [-39, -19, 79, -19, 79, 39])], OFFICIAL,
-                            ExportOptions()))
-    assert (out["labelIds.png"] == 7).sum() > 0
+def test_coordinates_past_single_precision_are_drawn_with_a_warning():
+    far = 2.0**23 + 1
+    out = export_image(IMAGE, [poly(3, "road", [-far, -far, far, -far, 0, far])], OFFICIAL,
+                       ExportOptions())
+    assert (pngs(out)["labelIds.png"] == 7).all()
+    assert len(out.warnings) == 1 and "shape 3: a coordinate of 8.389e+06" in out.warnings[0]
+    near = export_image(IMAGE, [poly(3, "road", [-2**23, 0, 2**23, 0, 0, 2**23])], OFFICIAL,
+                        ExportOptions())
+    assert near.warnings == []

@@ -89,3 +89,64 @@ def test_polygons_json_spells_labels_as_the_official_scripts(exported):
     assert "traffic light" in names and "license plate" in names
     assert "cargroup" in names or "persongroup" in names
     assert not names & {"trafficlight", "licenseplate"}
+
+
+def test_shapes_reaching_far_past_the_border_match_the_official_scripts(tmp_path):
+    """Loosely drawn stuff and objects scaled from another resolution: vertices up to ten image
+    sizes out, and a triangle at +-1e6, written once as the official polygons.json (by hand, the
+    format description's names) and once as a manifest; every PNG as the official scripts draw."""
+    width, height = 549, 267
+    rng = np.random.default_rng(19)
+    w, h = 10 * width, 10 * height  # ten image sizes
+
+    def across(y_left, y_right):
+        """The far ends, ten image sizes out, of the line from (0, y_left) to (width, y_right)."""
+        rise = y_right - y_left
+        return [[-w, y_left - 10 * rise], [width + w, y_right + 10 * rise]]
+
+    objects = [
+        ("terrain", [[-10**6, -10**6], [10**6, -10**6], [0, 10**6]]),
+        # Bands whose vertices lie ten image sizes out; their edges cross the frame aslant.
+        ("sky", [[-w, -h], [width + w, -h], *across(100, 37)[::-1]]),
+        ("building", [*across(60, 23), *across(150, 171)[::-1]]),
+        ("road", [*across(190, 215), [width + w, height + h], [-w, height + h]]),
+        ("vegetation", [[-w, -h], [150, 130], [-3 * w, height + h]]),
+    ]
+    for label in ("car", "person", "car", "bicycle", "car"):
+        # An object in the frame with one vertex scaled ten image sizes away.
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        points = [[cx + int(dx), cy + int(dy)] for dx, dy in rng.integers(-40, 40, (5, 2))]
+        points[2] = [int(rng.integers(-w, width + w)), int(rng.choice([-h, height + h]))]
+        objects.append((label, points))
+    official_json = json.dumps({
+        "imgHeight": height, "imgWidth": width,
+        "objects": [{"label": label, "polygon": polygon} for label, polygon in objects],
+    }).encode()
+    manifest = {
+        "version": 1,
+        "labels": [{"name": name} for name in sorted({label for label, _ in objects})],
+        "images": [{"id": 1, "name": "lindau/lindau_000000_000019.png", "width": width,
+                    "height": height, "subset": "val"}],
+        "shapes": [{"image": 1, "label": label, "type": "polygon",
+                    "points": [c for point in polygon for c in point]}
+                   for label, polygon in objects],
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    out = tmp_path / "out.zip"
+    result = run_export(parse_export_spec(
+        {"annotations": str(path), "output": str(out), "train_ids": True}), jobs=1)
+    assert result["warnings"] == []
+    archive = zipfile.ZipFile(out)
+    expected = official_images(official_json)
+    labelled = 0
+    for kind, pixels in expected.items():
+        ours = read_png(archive.read(f"gtFine/val/lindau/lindau_000000_000019_gtFine_{kind}.png"))
+        differing = int(np.count_nonzero(ours.astype(np.int64) != pixels))
+        assert differing == 0, f"{kind}: {differing} pixels differ"
+        labelled += 1
+    assert labelled == 4
+    # The far shapes did reach into the frame: several classes and car instances are drawn.
+    ids = read_png(archive.read("gtFine/val/lindau/lindau_000000_000019_gtFine_instanceIds.png"))
+    drawn = set(np.unique(ids))
+    assert {23, 11, 21} <= drawn and len(drawn & set(range(26000, 27000))) >= 2, drawn

@@ -58,7 +58,7 @@ EXPORT_CASES = {
                  ' "height": 4}], "shapes": [{"image": 1, "label": "car", "type": "polygon",'
                  ' "points": [1, Infinity, 2, 2, 3, 3]}]}', 2, "not valid JSON"),
     "huge coordinates": (json.dumps(manifest(shapes=[shape(points=[1, 1, 1e12, 1, 3, 3])])), 2,
-                         "far outside the 64x32 image"),
+                         "is beyond +-1,073,741,824 (2^30)"),
     "duplicate names": (json.dumps(manifest(images=[image(), image(id=2)])), 2, "same output files"),
     "too many pixels": (json.dumps(manifest(images=[image(width=32768, height=16385)])), 2,
                         "32768x16385 is more than 268,435,456 pixels"),
