@@ -46,6 +46,7 @@ def _export(args: argparse.Namespace) -> int:
             "train_ids": args.train_ids,
             "layout": args.layout,
             "default_city": args.default_city,
+            "coco_rle_instances": args.coco_rle_instances,
         }
     )
     return _run_local(run_export, spec, args, "objects")
@@ -100,6 +101,7 @@ def _submit_export(args: argparse.Namespace) -> int:
         "train_ids": args.train_ids,
         "layout": args.layout,
         "default_city": args.default_city,
+        "coco_rle_instances": args.coco_rle_instances,
     }
     job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
     print(job_id)
@@ -175,6 +177,14 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_coco_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--coco-rle-instances", action="store_true",
+        help="read COCO RLE annotations marked iscrowd as instances (CVAT's COCO export marks"
+        " every mask so)",
+    )
+
+
 def _add_layout_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout",
@@ -202,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="manifest v1, CVAT for images 1.1 XML or COCO instances JSON")
     export.add_argument("--format", choices=ANNOTATION_FORMATS, default="auto",
                         help="of the annotations (default: told by content)")
+    _add_coco_option(export)
     export.add_argument("--output", required=True, help="zip to write (appears only when whole)")
     export.add_argument("--images", help="folder holding the images, by their manifest names")
     export.add_argument("--save-images", action="store_true", help="add the photos (leftImg8bit)")
@@ -242,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote = submit_jobs.add_parser("export", help="queue an export (s3:// or shared paths)")
     remote.add_argument("--annotations", required=True)
     remote.add_argument("--format", choices=ANNOTATION_FORMATS, help="of the annotations")
+    _add_coco_option(remote)
     remote.add_argument("--output", required=True)
     remote.add_argument("--images")
     remote.add_argument("--save-images", action="store_true")

@@ -46,6 +46,8 @@ class ExportSpec(BaseModel):
     # "cityscapes" at the root and every image in a city folder.
     layout: Literal["cvat", "cityscapes"] = "cvat"
     default_city: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # COCO RLE annotations marked iscrowd read as instances: CVAT's COCO export so marks masks.
+    coco_rle_instances: bool = False
     job_id: str | None = None
 
     @field_validator("image_ext")

@@ -87,7 +87,9 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="cityscapes-export-") as workdir:
         annotations = local_path(_local_only(spec.annotations))
-        manifest = load_annotations(annotations, workdir, spec.annotations_format)
+        manifest = load_annotations(
+            annotations, workdir, spec.annotations_format,
+            coco_rle_instances=spec.coco_rle_instances)
         job = ImageJob.for_spec(spec, manifest.labels)
         warnings = manifest.warnings + job.job_warnings(spec)
         total, objects = len(manifest.images), 0

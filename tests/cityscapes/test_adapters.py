@@ -556,3 +556,50 @@ def test_cli_exports_cvat_with_its_warnings_and_refuses_a_wrong_format(tmp_path)
     assert wrong.returncode == 2
     assert wrong.stderr.startswith(f"error: {source}: is not valid JSON")
     assert not (tmp_path / "w.zip").exists()
+
+
+def cvat_coco_document() -> dict:
+    """COCO 1.0 as CVAT writes it: every mask an uncompressed RLE with iscrowd 1, polygons 0."""
+    car_a, car_b = full(H, W, 5, 15, 5, 20), full(H, W, 20, 35, 30, 50)
+
+    def uncompressed(mask):
+        return {"counts": runs(mask.T.reshape(-1)), "size": [H, W]}
+
+    def annotation(number, segmentation, crowd):
+        return {"id": number, "image_id": 1, "category_id": 2, "segmentation": segmentation,
+                "area": 0, "bbox": [0, 0, 1, 1], "iscrowd": crowd,
+                "attributes": {"occluded": False}}
+
+    return {
+        "licenses": [{"name": "", "id": 0, "url": ""}],
+        "info": {"contributor": "", "date_created": "", "description": "", "url": "",
+                 "version": "", "year": ""},
+        "categories": [{"id": 1, "name": "road", "supercategory": ""},
+                       {"id": 2, "name": "car", "supercategory": ""}],
+        "images": [{"id": 1, "width": W, "height": H, "file_name": "lindau/a.png",
+                    "license": 0, "flickr_url": "", "coco_url": "", "date_captured": 0}],
+        "annotations": [annotation(1, uncompressed(car_a), 1), annotation(2, uncompressed(car_b), 1),
+                        annotation(3, [[55, 2, 62, 2, 62, 9]], 0)],
+    }
+
+
+@pytest.mark.parametrize("as_instances", [False, True])
+def test_coco_masks_all_marked_crowd_warn_and_can_be_read_as_instances(tmp_path, as_instances):
+    source = tmp_path / "instances_default.json"
+    source.write_text(json.dumps(cvat_coco_document()))
+    out = tmp_path / "out.zip"
+    result = run_export(parse_export_spec(
+        {"annotations": str(source), "output": str(out), "coco_rle_instances": as_instances}),
+        jobs=1)
+    ids = np.asarray(Image.open(io.BytesIO(
+        zipfile.ZipFile(out).read("gtFine/default/lindau/a_gtFine_instanceIds.png"))))
+    warned = [w for w in result["warnings"] if "all 2 RLE annotations are iscrowd" in w]
+    polygon_car = ids[5, 58]
+    if as_instances:
+        assert warned == []
+        assert (ids[5:15, 5:20] == 26000).all() and (ids[20:35, 30:50] == 26001).all()
+        assert polygon_car == 26002
+    else:
+        assert len(warned) == 1 and "--coco-rle-instances" in warned[0]
+        assert (ids[5:15, 5:20] == 26).all() and (ids[20:35, 30:50] == 26).all()
+        assert polygon_car == 26000

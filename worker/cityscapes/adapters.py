@@ -34,12 +34,18 @@ _OFFICIAL = LabelMap.cityscapes()
 
 
 def load_annotations(
-    path: str | os.PathLike, workdir: str | os.PathLike, fmt: str = "auto", name: str | None = None
+    path: str | os.PathLike,
+    workdir: str | os.PathLike,
+    fmt: str = "auto",
+    name: str | None = None,
+    coco_rle_instances: bool = False,
 ) -> Manifest:
     """The export's annotations as a Manifest, whatever their format; conversion warnings (shapes
     skipped) are in `manifest.warnings`. Shapes go to `workdir`, which the caller owns.
 
     Messages name the file `name` (the job's URL, when `path` is a downloaded copy) or `path`.
+    `coco_rle_instances` reads COCO RLE annotations marked crowd as instances (see
+    coco_to_manifest).
     """
     source = os.fspath(path)
     if fmt not in ("auto", *FORMATS):
@@ -48,19 +54,22 @@ def load_annotations(
         chosen = detect_format(source) if fmt == "auto" else fmt
         if chosen == "manifest":
             return read_manifest(source, workdir)
-        return _convert(source, Path(workdir), chosen)
+        return _convert(source, Path(workdir), chosen, coco_rle_instances)
     except ManifestError as exc:
         if exc.source == (name or source):
             raise
         raise ManifestError(name or source, exc.problems) from None
 
 
-def _convert(source: str, workdir: Path, fmt: str) -> Manifest:
+def _convert(source: str, workdir: Path, fmt: str, coco_rle_instances: bool) -> Manifest:
     problems = _Problems(source)
     writer = _ManifestFile(workdir)
     try:
         with _open(source) as stream:
-            (cvat_to_manifest if fmt == "cvat" else coco_to_manifest)(stream, writer, problems)
+            if fmt == "cvat":
+                cvat_to_manifest(stream, writer, problems)
+            else:
+                coco_to_manifest(stream, writer, problems, coco_rle_instances)
         problems.raise_any()
         manifest = read_manifest(writer.finish(), workdir)
     finally:
@@ -405,8 +414,15 @@ _CVAT_SHAPES: dict[str, Callable[[ET.Element, int, int], dict[str, Any]]] = {
 # COCO instances ----------------------------------------------------------------------------
 
 
-def coco_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problems) -> None:
-    """Read a COCO instances document into `writer` (loaded whole: it is one JSON value)."""
+def coco_to_manifest(
+    stream: BinaryIO, writer: _ManifestFile, problems: _Problems, rle_instances: bool = False
+) -> None:
+    """Read a COCO instances document into `writer` (loaded whole: it is one JSON value).
+
+    CVAT's COCO export marks every mask `iscrowd: 1`, so read as written its masked objects
+    become crowd regions without instance ids: when every RLE annotation is crowd a warning
+    says so, and `rle_instances` reads them as instances.
+    """
     try:
         document = orjson.loads(stream.read())
     except orjson.JSONDecodeError as exc:
@@ -447,6 +463,7 @@ def coco_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problem
         }
 
     shapes_of: dict[Any, list[tuple[dict[str, Any], int]]] = {key: [] for key in images}
+    rle_count = rle_crowds = 0
     for i, annotation in enumerate(document["annotations"]):
         if not isinstance(annotation, dict):
             problems.add(f"annotations[{i}]: not an object")
@@ -471,10 +488,21 @@ def coco_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problem
         except ValueError as exc:
             problems.add(f"{where}: {exc}")
             continue
-        attributes = {"is_crowd": bool(annotation.get("iscrowd", 0))}
+        crowd = bool(annotation.get("iscrowd", 0))
+        if geometries[0]["type"] == "mask":
+            rle_count += 1
+            rle_crowds += crowd
+            crowd = crowd and not rle_instances
+        attributes = {"is_crowd": crowd}
         for geometry in geometries:
             shape = {"image": image["id"], "label": label, **geometry, "attributes": attributes}
             shapes_of[image["id"]].append((shape, i))
+    if rle_count and rle_crowds == rle_count and not rle_instances:
+        writer.warnings.insert(0, (
+            f"all {rle_count} RLE annotations are iscrowd, as CVAT's COCO export marks every"
+            " mask: they are drawn as crowd regions, without instance ids; to read them as"
+            " instances, use --coco-rle-instances (job field coco_rle_instances)"
+        ))
     for key, image in images.items():
         shapes = [shape for shape, _ in shapes_of[key]]
         problem = number_instances(shapes, [annotation for _, annotation in shapes_of[key]])
