@@ -103,7 +103,8 @@ def _submit_export(args: argparse.Namespace) -> int:
         "default_city": args.default_city,
         "coco_rle_instances": args.coco_rle_instances,
     }
-    job_id = client.submit_export({k: v for k, v in spec.items() if v is not None})
+    job_id = client.submit_export({k: v for k, v in spec.items() if v is not None},
+                                  check_workers=not args.no_worker_check)
     print(job_id)
     return _follow(job_id, args.quiet) if args.wait else 0
 
@@ -115,7 +116,7 @@ def _submit_import(args: argparse.Namespace) -> int:
             "shapes": args.shapes}
     if args.labels:
         spec["labels"] = _label_map(args.labels)
-    job_id = client.submit_import(spec)
+    job_id = client.submit_import(spec, check_workers=not args.no_worker_check)
     print(job_id)
     return _follow(job_id, args.quiet) if args.wait else 0
 
@@ -175,6 +176,13 @@ def _preview(args: argparse.Namespace) -> int:
     print(f"{args.output}: {preview.item.subset}/{preview.item.name} {photo},"
           f" {len(preview.classes)} classes, {preview.instances} instances")
     return 0
+
+
+def _add_worker_check_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-worker-check", action="store_true",
+        help="queue the job even if no running worker consumes the queue (workers start later)",
+    )
 
 
 def _add_coco_option(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--train-ids", action="store_true")
     _add_layout_options(remote)
     remote.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    _add_worker_check_option(remote)
     remote.add_argument("--quiet", action="store_true")
     remote.set_defaults(handler=_submit_export)
     remote_import = submit_jobs.add_parser("import", help="queue an import (zip in s3:// or shared)")
@@ -270,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote_import.add_argument("--shapes", choices=["polygon", "mask"], default="polygon")
     remote_import.add_argument("--labels")
     remote_import.add_argument("--wait", action="store_true")
+    _add_worker_check_option(remote_import)
     remote_import.add_argument("--quiet", action="store_true")
     remote_import.set_defaults(handler=_submit_import)
 

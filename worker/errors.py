@@ -62,6 +62,10 @@ class ServerError(CityscapesWorkerError):
     """A fault outside the input (storage, broker); the operation may succeed when retried."""
 
 
+class NoConsumer(CityscapesWorkerError):
+    """No running worker consumes the queue a job would be sent to: it would wait unseen."""
+
+
 class PoisonChunk(CityscapesWorkerError):
     """A chunk whose worker died every time it ran it; running it again could only repeat that."""
 
