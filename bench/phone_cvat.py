@@ -79,7 +79,7 @@ def image_xml(rng: np.random.Generator, index: int, width: int, height: int,
 
 
 def write_phone_cvat(path: Path, images: int = 20, masks: int = 12, boxes: int = 4,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, first_size: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     labels = "".join(
         f"<label><name>{name}</name><color>{color}</color><type>any</type><attributes>"
@@ -91,7 +91,7 @@ def write_phone_cvat(path: Path, images: int = 20, masks: int = 12, boxes: int =
                   f"  <meta><task><name>phone photos</name><size>{images}</size>"
                   f"<labels>{labels}</labels></task></meta>\n")
         for index in range(images):
-            width, height = SIZES[index % len(SIZES)]
+            width, height = SIZES[(first_size + index) % len(SIZES)]
             out.write(image_xml(rng, index, width, height, masks, boxes) + "\n")
         out.write("</annotations>\n")
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -94,7 +95,10 @@ def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     values = np.zeros(len(lengths), np.bool_)
     values[1::2] = True
     flat = np.repeat(values, lengths)
-    return x0, y0, flat.reshape(box_width, box_height).T
+    # Rows in memory order, as drawing and contour tracing read them (OpenCV's transpose is
+    # several times faster than numpy's copy of a transposed view).
+    rows = cv2.transpose(flat.reshape(box_width, box_height).view(np.uint8)).view(np.bool_)
+    return x0, y0, rows.reshape(box_height, box_width)
 
 
 def mask_runs(mask: np.ndarray) -> list[int]:
