@@ -153,7 +153,7 @@ def export_image(
     """The Cityscapes files of one image; `shapes` are in drawing order."""
     warnings: list[str] = []
     drawables, document = _resolve(image, shapes, label_map, warnings)
-    index = paint_indices(image.width, image.height, [d.geometry for d in drawables])
+    canvas = paint_canvas(image.width, image.height, [d.geometry for d in drawables])
 
     size = max(256, len(drawables) + 1)
     label_lut = np.full(size, label_map.background.id, np.uint8)
@@ -164,7 +164,7 @@ def export_image(
         instance_lut[i] = item.value
         color_lut[i] = _rgba_word(item.label.color)
     # Each output is a lookup of the index image, made and encoded band by band: one full-size
-    # array (the index) is held, whatever the outputs.
+    # image (the canvas painted) is held, whatever the outputs.
     # Byte-swapped table: the lookup yields big-endian pixels, as PNG stores them.
     instance_be, color_words = instance_lut.byteswap(), color_lut.view(np.int32)
     outputs = [
@@ -181,7 +181,8 @@ def export_image(
     layout = options.layout
     parts = [
         ZipPart(gt_path(image, kind, layout), encode_png_rows(
-            image.width, image.height, dtype, channels, lambda y0, y1, f=table: f(index[y0:y1])))
+            image.width, image.height, dtype, channels,
+            lambda y0, y1, f=table: f(canvas_rows(canvas, y0, y1))))
         for kind, dtype, channels, table in outputs
     ]
     if options.polygons_json:
@@ -206,6 +207,16 @@ def paint_indices(width: int, height: int, geometries: list[np.ndarray | MaskBox
 
     A geometry is either (N, 2) integer polygon vertices or a MaskBox.
     """
+    return np.asarray(paint_canvas(width, height, geometries))
+
+
+def canvas_rows(canvas: Image.Image, y0: int, y1: int) -> np.ndarray:
+    """Rows y0 to y1 - 1 of a painted canvas as an array, without copying the whole image."""
+    return np.asarray(canvas.crop((0, y0, canvas.width, y1)))
+
+
+def paint_canvas(width: int, height: int, geometries: list[np.ndarray | MaskBox]) -> Image.Image:
+    """paint_indices as the Pillow image it is painted on."""
     mode = "L" if len(geometries) <= 255 else "I"
     canvas = Image.new(mode, (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -217,7 +228,7 @@ def paint_indices(width: int, height: int, geometries: list[np.ndarray | MaskBox
                                  geometry.y0 + stencil.height), stencil)
         else:
             draw.polygon(geometry.ravel().tolist(), fill=i)
-    return np.asarray(canvas)
+    return canvas
 
 
 def _resolve(
