@@ -56,14 +56,14 @@ def measure(trees: dict[str, Path], files: dict[str, Path], repeat: int, work: P
     """{(tree, file, jobs): median Run}; contenders take turns in every round."""
     runs: dict[tuple[str, str, int], list[Run]] = {}
     for _ in range(repeat):
-        for file_name, annotations in files.items():
+        for file_name, source in files.items():
             for jobs in ((1, 2) if file_name == "all" else (1,)):
                 for tree_name, tree in trees.items():
                     out = work / f"{tree_name}-{file_name}-{jobs}.zip"
                     env_path = os.environ.get("PYTHONPATH")
                     os.environ["PYTHONPATH"] = str(tree)
                     try:
-                        run = run_process(cli(annotations, out, jobs), work / "log.txt")
+                        run = run_process(cli(source, out, jobs), work / "log.txt")
                     finally:
                         if env_path is None:
                             os.environ.pop("PYTHONPATH")

@@ -201,7 +201,12 @@ def test_datumaros_coco_file_exports_the_scene_as_datumaro_changes_it(tmp_path, 
     assert_every_image_and_label(got, expected)
     assert_same_pixels(got, expected)
     assert got["result"]["objects"] == expected["result"]["objects"] == 12
-    assert got["result"]["warnings"] == []
+    # Datumaro, like CVAT, writes every mask as a crowd RLE: the warning says so and names the switch.
+    assert got["result"]["warnings"] == [
+        "all 3 RLE annotations are iscrowd, as CVAT's COCO export marks every mask: they are drawn"
+        " as crowd regions, without instance ids; to read them as instances, use"
+        " --coco-rle-instances (job field coco_rle_instances)"
+    ]
 
 
 def test_what_datumaros_changes_do_to_the_pixels(tmp_path):
