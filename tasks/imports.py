@@ -31,8 +31,13 @@ from worker.cityscapes.importer import (
     import_item,
     map_onto_task,
 )
-from worker.cityscapes.reader import Item, archive_label_map, read_member, scan_archive
-from worker.errors import ClientError
+from worker.cityscapes.reader import (
+    Item,
+    archive_label_map,
+    open_zip,
+    read_member,
+    scan_archive,
+)
 from worker.jobs import ImportSpec, parse_import_spec
 from worker.storage import join_url, storage_for
 from worker.storage.ranged import open_ranged
@@ -41,10 +46,7 @@ log = logging.getLogger("cityscapes.import")
 
 
 def _open_archive(url: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(open_ranged(storage_for(url), url))
-    except zipfile.BadZipFile as exc:
-        raise ClientError(f"{url}: not a zip archive ({exc})") from None
+    return open_zip(open_ranged(storage_for(url), url), url)
 
 
 @app.task(name="cityscapes.import", bind=True, base=JobTask)

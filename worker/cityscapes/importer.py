@@ -8,14 +8,20 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 
+from worker.cityscapes.export import MAX_COORDINATE
 from worker.cityscapes.labels import BACKGROUND_NAMES, LabelMap, normalize_name
+from worker.cityscapes.manifest import ImageSpec
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
 from worker.cityscapes.trace import segments, trace_edge_polygons, trace_shapes, value_boxes
 from worker.errors import ClientError
 
 
 ANNOTATIONS_PER_IMAGE = 100_000  # COCO annotation ids: image id * this + k
+# Vertices read from one polygons.json (its size is bounded too: reader.MAX_POLYGONS_BYTES);
+# a Cityscapes frame has about 10,000.
+MAX_POLYGON_VERTICES = 1_000_000
 
 
 @dataclass
@@ -93,7 +99,7 @@ def import_item(
     ids, boxes = _known_values(item_pixels(item, files, label_map, warnings), item, label_map,
                                warnings)
     height, width = ids.shape
-    image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
+    image = image_record(item, width, height, next(iter(item.members.values())))
     if output_format == "coco":
         return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes), warnings)
     out: list[dict[str, Any]] = []
@@ -114,19 +120,34 @@ def import_item(
     return ImportedImage(image, out, warnings, changed)
 
 
+def image_record(item: Item, width: Any, height: Any, member: str) -> dict[str, Any]:
+    """The manifest's image entry, validated as read_manifest will validate it."""
+    record = {"id": 0, "name": item.name, "width": width, "height": height, "subset": item.subset}
+    try:
+        spec = ImageSpec.model_validate(record)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'size'}: {e['msg']}"
+                           for e in exc.errors())
+        raise ClientError(f"member {member!r}: image of {width!r}x{height!r}: {detail}") from None
+    return {"name": spec.name, "width": spec.width, "height": spec.height, "subset": spec.subset}
+
+
 def item_pixels(
-    item: Item, files: dict[str, bytes], label_map: LabelMap, warnings: list[str]
+    item: Item, files: dict[str, bytes], label_map: LabelMap, warnings: list[str], step: int = 1
 ) -> np.ndarray:
     """The item's pixel values (instance ids where it can) from its best image: instanceIds,
-    else labelIds, else color (each fallback warned)."""
+    else labelIds, else color (each fallback warned); every `step`th row and column of them."""
     if "instanceIds" in files:
-        return decode_ids_png(files["instanceIds"], item.members["instanceIds"]).astype(np.int32)
+        ids = decode_ids_png(files["instanceIds"], item.members["instanceIds"])
+        return ids[::step, ::step].astype(np.int32)
     if "labelIds" in files:
         warnings.append(f"image {item.name!r}: no instanceIds; read labelIds (no instances)")
-        return decode_ids_png(files["labelIds"], item.members["labelIds"]).astype(np.int32)
+        ids = decode_ids_png(files["labelIds"], item.members["labelIds"])
+        return ids[::step, ::step].astype(np.int32)
     if "color" in files:
         warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
-        return _ids_from_colors(decode_color_png(files["color"], item.members["color"]), label_map)
+        rgb = decode_color_png(files["color"], item.members["color"])
+        return _ids_from_colors(rgb[::step, ::step], label_map)
     raise ClientError(f"image {item.name!r}: no instanceIds, labelIds or color image")
 
 
@@ -137,23 +158,23 @@ def coco_annotations(
     pixels' edges, holes joined in (exact as pycocotools draws them), or its exact RLE; crowd
     regions always as RLE, as COCO wants them."""
     counts = np.bincount(ids.ravel())
-    masks = {s.value: s.rle for s in segments(ids, boxes=boxes)} if shapes == "mask" else {}
+    crowd = {v for v in boxes if 0 < v < 1000 and label_map.by_id(v).has_instances}
+    as_masks = {v: b for v, b in boxes.items() if v in crowd or shapes == "mask"}
+    masks = {s.value: s.rle for s in segments(ids, boxes=as_masks)} if as_masks else {}
+    # All values in one call each: a call per value would walk the whole image per value.
+    polygons = trace_edge_polygons(ids, {v: b for v, b in boxes.items() if v not in masks})
     out = []
     for value, (x0, y0, x1, y1) in sorted(boxes.items()):
         if value == 0:
             continue
         label = label_map.by_id(value // 1000 if value >= 1000 else value)
-        crowd = value < 1000 and label.has_instances
-        if crowd and value not in masks:
-            masks[value] = segments(ids, boxes={value: (x0, y0, x1, y1)})[0].rle
-        if crowd or shapes == "mask":
+        if value in masks:
             segmentation: Any = masks[value]
         else:
-            polygons = trace_edge_polygons(ids, {value: (x0, y0, x1, y1)})[value]
-            segmentation = [polygon.reshape(-1).tolist() for polygon in polygons]
+            segmentation = [polygon.reshape(-1).tolist() for polygon in polygons[value]]
         out.append({"category_id": label.id, "segmentation": segmentation,
                     "area": int(counts[value]), "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
-                    "iscrowd": int(crowd)})
+                    "iscrowd": int(value in crowd)})
     return out
 
 
@@ -171,23 +192,30 @@ def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str,
 def _known_values(
     ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]
 ) -> tuple[np.ndarray, dict[int, tuple[int, int, int, int]]]:
-    """Pixels whose class is not in the label map are reported and treated as background.
+    """Pixels whose class is not in the label map are reported and treated as background, all
+    values at once through one lookup table (65,536 unknown values cost one pass, not 65,536).
     Returns the ids and their value boxes (one pass over the pixels, shared with tracing)."""
     boxes = value_boxes(ids)
     known = {label.id for label in label_map.labels if label.id >= 0}
-    unknown = [v for v in boxes if (v // 1000 if v >= 1000 else v) not in known]
+    unknown = [v for v in boxes if _class_id(v) not in known]
     if not unknown:
         return ids, boxes
-    ids = ids.copy()
-    for value in unknown:
-        count = int(np.count_nonzero(ids == value))
-        ids[ids == value] = label_map.background.id
-        warnings.append(
-            f"image {item.name!r}: pixel value {value} (class id"
-            f" {value // 1000 if value >= 1000 else value}) is not in the label map;"
-            f" {count} pixels read as background"
-        )
+    counts = np.bincount(ids.ravel(), minlength=max(boxes) + 1)
+    table = np.arange(max(boxes) + 1, dtype=np.int32)
+    table[unknown] = label_map.background.id
+    ids = table[ids]
+    listed = ", ".join(f"{v} (class id {_class_id(v)}, {counts[v]} pixels)" for v in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    what = "pixel value" if len(unknown) == 1 else f"{len(unknown)} pixel values:"
+    warnings.append(
+        f"image {item.name!r}: {what} {listed}{more} not in the label map;"
+        f" {int(counts[unknown].sum())} pixels read as background"
+    )
     return ids, value_boxes(ids)
+
+
+def _class_id(value: int) -> int:
+    return value // 1000 if value >= 1000 else value
 
 
 def _ids_from_colors(rgb: np.ndarray, label_map: LabelMap) -> np.ndarray:
@@ -200,28 +228,63 @@ def _ids_from_colors(rgb: np.ndarray, label_map: LabelMap) -> np.ndarray:
 
 
 def _from_polygons(item: Item, data: bytes, label_map: LabelMap) -> ImportedImage:
+    """Shapes of a polygons.json, checked as the manifest will check them: a size the export
+    accepts, finite vertices within its coordinate range (an object with others is left out,
+    warned), at most MAX_POLYGON_VERTICES vertices in all."""
     member = item.members["polygons"]
     try:
-        document = json.loads(data)
-        width, height = int(document["imgWidth"]), int(document["imgHeight"])
-        objects = list(document["objects"])
-    except (ValueError, KeyError, TypeError) as exc:
+        document = orjson.loads(data)  # refuses NaN, Infinity and 1e999 (json takes them)
+        width, height, objects = document["imgWidth"], document["imgHeight"], document["objects"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ClientError(f"member {member!r}: not a Cityscapes polygons file ({exc})") from None
+    if not isinstance(objects, list):
+        raise ClientError(f"member {member!r}: objects is not a list")
+    image = image_record(item, width, height, member)
     warnings: list[str] = []
     out = []
+    vertices = 0
     for z, obj in enumerate(objects):
-        name = str(obj.get("label", ""))
+        if not isinstance(obj, dict):
+            warnings.append(f"image {item.name!r}: object {z} is not an object; skipped")
+            continue
+        name = obj.get("label", "")
+        name = name if isinstance(name, str) else str(name)
         crowd = False
         label = label_map.lookup(name)
         if label is None and name.endswith("group"):
             label, crowd = label_map.lookup(name[: -len("group")]), True
-        polygon = obj.get("polygon") or []
         if label is None or obj.get("deleted"):
             if label is None:
                 warnings.append(f"image {item.name!r}: object {z} of unknown label {name!r} skipped")
             continue
-        points = [float(v) for point in polygon for v in point[:2]]
+        points = _polygon_points(obj.get("polygon") or [])
+        if points is None:
+            warnings.append(
+                f"image {item.name!r}: object {z} ({name!r}): polygon is not a list of [x, y]"
+                f" numbers within +-{MAX_COORDINATE:,}; skipped"
+            )
+            continue
+        vertices += len(points) // 2
+        if vertices > MAX_POLYGON_VERTICES:
+            raise ClientError(
+                f"member {member!r}: more than {MAX_POLYGON_VERTICES:,} vertices; at most"
+                f" {MAX_POLYGON_VERTICES:,} are read per image"
+            )
         out.append({"label": label.name, "type": "polygon", "points": points, "z_order": z,
                     "attributes": {"is_crowd": crowd}})
-    image = {"name": item.name, "width": width, "height": height, "subset": item.subset}
     return ImportedImage(image, out, warnings)
+
+
+def _polygon_points(polygon: Any) -> list[float] | None:
+    """Flat x, y coordinates of a polygons.json polygon, or None if it is not one we can draw."""
+    if not isinstance(polygon, list):
+        return None
+    points = []
+    for point in polygon:
+        if not isinstance(point, list) or len(point) < 2:
+            return None
+        for v in point[:2]:
+            if type(v) not in (int, float) or not -MAX_COORDINATE <= v <= MAX_COORDINATE:
+                return None  # bool, text, NaN (fails both comparisons) or too far out
+            points.append(float(v))
+    return points

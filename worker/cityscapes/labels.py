@@ -72,7 +72,11 @@ OFFICIAL_LABELS: tuple[Label, ...] = tuple(
 )
 BACKGROUND_NAMES = frozenset({"background", "unlabeled", "unlabelled"})
 _NAME_JUNK = re.compile(r"[\s_\-]+")
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and every line break str.splitlines() honours (NEL is a C1 control): a name
+# holding one would split a line of label_color.txt for some reader.
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A label_color.txt line: ASCII digits only (int() takes '²' and '٣'), ASCII blanks between.
+_LABEL_LINE = re.compile(r"[ \t]*([0-9]+)[ \t]+([0-9]+)[ \t]+([0-9]+)[ \t]+(.*?)[ \t]*")
 
 
 def normalize_name(name: str) -> str:
@@ -152,6 +156,23 @@ class LabelMap:
             )
         return cls(labels, official=False)
 
+    @classmethod
+    def from_label_color_txt(cls, lines: Sequence[tuple[str, Color]]) -> LabelMap:
+        """The map an archive's label_color.txt describes: line k is id k, whatever its name, so
+        the first line is the background ('void', say) and nothing is shifted. The official table
+        when the lines are it, in its order (its instance flags and plate kept)."""
+        names = [name for name, _ in lines]
+        check_label_names(names)
+        official = cls.cityscapes(names)
+        if all(getattr(official.lookup(name), "id", None) == i for i, name in enumerate(names)):
+            return official
+        if len(lines) - 1 > MAX_LABEL_ID:
+            raise LabelMapError(f"{len(lines)} labels; labelIds PNGs hold at most 256")
+        return cls(
+            (Label(name, i, color, has_instances=i > 0) for i, (name, color) in enumerate(lines)),
+            official=False,
+        )
+
     def lookup(self, name: str) -> Label | None:
         return self._by_key.get(normalize_name(name))
 
@@ -176,7 +197,10 @@ class LabelMap:
             if label.id < 0:
                 continue
             r, g, b = label.color
-            lines.append(f"{r} {g} {b} {self._file_names.get(i, label.name)}")
+            name = self._file_names.get(i, label.name)
+            if _UNSAFE_NAME.search(name) or name != name.strip() or not name:
+                raise LabelMapError(f"label name {name!r} cannot be a line of label_color.txt")
+            lines.append(f"{r} {g} {b} {name}")
         return "\n".join(lines) + "\n"
 
 
@@ -212,17 +236,25 @@ def check_label_names(names: Sequence[str]) -> None:
 
 
 def parse_label_color_txt(text: str, source: str = "label_color.txt") -> list[tuple[str, Color]]:
-    """`r g b name` lines (names may hold spaces; '#' starts a comment line); order is the id."""
+    """`r g b name` lines (names may hold spaces; '#' starts a comment line); order is the id.
+    Lines end at '\n' only (a '\r' before it is dropped), as to_label_color_txt writes them."""
     labels: list[tuple[str, Color]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
-        parts = stripped.split(maxsplit=3)
-        if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
+        match = _LABEL_LINE.fullmatch(line)
+        if match is None or not match[4]:
             raise LabelMapError(f"{source} line {number}: expected 'r g b name', got {line!r}")
-        color = parse_color([int(p) for p in parts[:3]], f"{source} line {number}")
-        labels.append((parts[3], color))
+        color = parse_color([int(p) for p in match.groups()[:3]], f"{source} line {number}")
+        name = match[4]
+        if _UNSAFE_NAME.search(name) or name != name.strip():
+            raise LabelMapError(
+                f"{source} line {number}: label name {name!r} has control characters, line breaks"
+                " or edge spaces"
+            )
+        labels.append((name, color))
     if not labels:
         raise LabelMapError(f"{source}: no labels")
     return labels

@@ -1,8 +1,9 @@
 """A look at one image of a Cityscapes zip before it ships: class colours blended over the photo
 (or grey), instance outlines on top, and a legend of the classes present beside the picture.
 
-The picture keeps the image's size at the left of the output, so a pixel of the overlay is the
-pixel of the masks at the same place; the legend is a panel to its right.
+The picture keeps the image's size at the left of the output (scaled down by a whole factor when
+its longer side exceeds MAX_SIDE), so a pixel of the overlay is the pixel of the masks at the same
+place; the legend is a panel to its right.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from worker.cityscapes.reader import (
     Item,
     archive_label_map,
     decode_color_png,
+    png_size,
     read_member,
     scan_archive,
 )
@@ -35,6 +37,9 @@ UNKNOWN: Color = (255, 0, 255)  # class ids the label map lacks
 PANEL: Color = (32, 32, 32)
 # Best first: the first the item has is drawn (polygons.json alone would need rasterizing).
 PIXEL_KINDS = ("instanceIds", "labelIds", "color")
+# Larger images are drawn scaled down by a whole factor (every k-th mask pixel, the photo averaged
+# over k x k): a 10000x10000 image would otherwise take gigabytes to draw.
+MAX_SIDE = 2048
 
 
 @dataclass
@@ -43,6 +48,11 @@ class Preview:
     png: bytes
     classes: list[str]
     instances: int
+
+
+def preview_step(width: int, height: int) -> int:
+    """The smallest whole factor that brings the image's longer side to MAX_SIDE or less."""
+    return max(1, -(-max(width, height) // MAX_SIDE))
 
 
 def class_ids(pixels: np.ndarray) -> np.ndarray:
@@ -112,15 +122,20 @@ def preview_archive(archive: zipfile.ZipFile, image: str | None = None) -> Previ
     label_map = archive_label_map(archive, index.label_file)
     best = next((kind for kind in PIXEL_KINDS if kind in item.members), None)
     files = {best: read_member(archive, item.members[best])} if best else {}
-    pixels = item_pixels(item, files, label_map, [])
+    size = png_size(files[best]) if best else None
+    step = preview_step(*size) if size else 1
+    pixels = item_pixels(item, files, label_map, [], step)
+    size = size or (pixels.shape[1], pixels.shape[0])
     photo = None
     if item.photo is not None:
         photo = decode_color_png(read_member(archive, item.photo), item.photo)
-        if photo.shape[:2] != pixels.shape:
+        if photo.shape[:2] != (size[1], size[0]):
             raise ArchiveError(
                 f"member {item.photo!r} is {photo.shape[1]}x{photo.shape[0]}, its gtFine images"
-                f" {pixels.shape[1]}x{pixels.shape[0]}"
+                f" {size[0]}x{size[1]}"
             )
+        if step > 1:
+            photo = cv2.resize(photo, pixels.shape[::-1], interpolation=cv2.INTER_AREA)
     picture, classes = render_overlay(pixels, label_map, photo)
     instances = len(np.unique(pixels[pixels >= 1000]))
     return Preview(item, encode_png(picture, level=2), classes, instances)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from worker.cityscapes.rle import encode_mask
+from worker.cityscapes.rle import encode_counts, encode_mask
 
 CORRECTION_ROUNDS = 2
 
@@ -41,12 +41,18 @@ class Segment:
     rle: dict
 
 
-def value_boxes(ids: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
-    """Bounding box (x0, y0, x1, y1), inclusive, of every value in the image, in one pass.
+# A value whose box is this large and at most 1/SPARSE_RATIO full (two pixels at opposite corners,
+# say) is traced in the gap-free parts of its box: cropping whole boxes made 10,000 such
+# instances take minutes (measured).
+SPARSE_AREA = 1 << 14
+SPARSE_RATIO = 8
 
-    The image is cut into horizontal runs of equal value; boxes are reduced over the runs, which
-    are far fewer than the pixels.
-    """
+Box = tuple[int, int, int, int]
+
+
+def _runs(ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Horizontal runs of equal value, sorted by value: (values, rows, cols, ends, firsts), where
+    `firsts` indexes the first run of each value."""
     height, width = ids.shape
     starts_mask = np.ones((height, width), bool)
     np.not_equal(ids[:, 1:], ids[:, :-1], out=starts_mask[:, 1:])
@@ -63,6 +69,16 @@ def value_boxes(ids: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
     order = np.argsort(values, kind="stable")
     values, rows, cols, ends = values[order], rows[order], cols[order], ends[order]
     firsts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    return values, rows, cols, ends, firsts
+
+
+def value_boxes(ids: np.ndarray) -> dict[int, Box]:
+    """Bounding box (x0, y0, x1, y1), inclusive, of every value in the image, in one pass.
+
+    The image is cut into horizontal runs of equal value; boxes are reduced over the runs, which
+    are far fewer than the pixels.
+    """
+    values, rows, cols, ends, firsts = _runs(ids)
     x0 = np.minimum.reduceat(cols, firsts)
     x1 = np.maximum.reduceat(ends, firsts)
     y0 = np.minimum.reduceat(rows, firsts)
@@ -71,6 +87,67 @@ def value_boxes(ids: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
         int(v): (int(a), int(b), int(c), int(d))
         for v, a, b, c, d in zip(values[firsts], x0, y0, x1, y1)
     }
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+
+def _sparse_runs(
+    ids: np.ndarray, boxes: dict[int, Box], skip: tuple[int, ...]
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, cols, ends) of the runs of each sparse value (see SPARSE_AREA)."""
+    large = {v for v, box in boxes.items() if v not in skip and _area(box) > SPARSE_AREA}
+    if not large:
+        return {}
+    values, rows, cols, ends, firsts = _runs(ids)
+    counts = np.add.reduceat(ends - cols + 1, firsts)
+    bounds = np.append(firsts, len(values))
+    out = {}
+    for k in np.flatnonzero(np.isin(values[firsts], list(large))):
+        value = int(values[firsts[k]])
+        if _area(boxes[value]) > SPARSE_RATIO * int(counts[k]):
+            part = slice(bounds[k], bounds[k + 1])
+            out[value] = (rows[part], cols[part], ends[part])
+    return out
+
+
+def _gap_free_boxes(rows: np.ndarray, cols: np.ndarray, ends: np.ndarray) -> list[Box]:
+    """Boxes of groups of runs that no 8-connected component crosses: cut wherever a whole row
+    or column between them holds none of the runs (an XY cut), until no cut is left."""
+    out, stack = [], [(rows, cols, ends)]
+    while stack:
+        r, a, b = stack.pop()
+        order = np.argsort(r, kind="stable")
+        r, a, b = r[order], a[order], b[order]
+        cuts = np.flatnonzero(np.diff(r) > 1) + 1
+        if not len(cuts):
+            order = np.argsort(a, kind="stable")
+            r, a, b = r[order], a[order], b[order]
+            cuts = np.flatnonzero(a[1:] > np.maximum.accumulate(b)[:-1] + 1) + 1
+        if len(cuts):
+            stack.extend(zip(np.split(r, cuts), np.split(a, cuts), np.split(b, cuts)))
+        else:
+            out.append((int(a.min()), int(r.min()), int(b.max()), int(r.max())))
+    return out
+
+
+def value_parts(
+    ids: np.ndarray, boxes: dict[int, Box] | None = None, skip: tuple[int, ...] = ()
+) -> list[tuple[int, Box]]:
+    """(value, box) pairs to trace, covering every component of every value but `skip`: a value's
+    box, or for a sparse value the gap-free parts of it, so the work is that of the pixels."""
+    boxes = value_boxes(ids) if boxes is None else boxes
+    sparse = _sparse_runs(ids, boxes, skip)
+    out = []
+    for value, box in boxes.items():
+        if value in skip:
+            continue
+        if value in sparse:
+            out.extend((value, part) for part in _gap_free_boxes(*sparse[value]))
+        else:
+            out.append((value, box))
+    return out
 
 
 def trace_regions(
@@ -82,9 +159,7 @@ def trace_regions(
     """Outlines of every component of every value but `skip`, largest enclosed area first;
     `offset` places `ids` (a crop) in the whole image; `boxes` are its value_boxes if known."""
     regions: list[Region] = []
-    for value, (x0, y0, x1, y1) in (boxes or value_boxes(ids)).items():
-        if value in skip:
-            continue
+    for value, (x0, y0, x1, y1) in value_parts(ids, boxes, skip):
         crop = (ids[y0 : y1 + 1, x0 : x1 + 1] == value).view(np.uint8)
         regions.extend(_outlines(crop, value, (x0 + offset[0], y0 + offset[1])))
     regions.sort(key=lambda r: -r.area)
@@ -127,9 +202,7 @@ def trace_edge_polygons(
     through pixel centres (trace_regions) lose about half a pixel all round there instead.
     """
     out: dict[int, list[np.ndarray]] = {}
-    for value, (x0, y0, x1, y1) in (boxes or value_boxes(ids)).items():
-        if value == 0:
-            continue
+    for value, (x0, y0, x1, y1) in value_parts(ids, boxes, (0,)):
         crop = (ids[y0 : y1 + 1, x0 : x1 + 1] == value).view(np.uint8)
         borders, hierarchy = cv2.findContours(
             crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(x0, y0)
@@ -139,8 +212,9 @@ def trace_edge_polygons(
         holes: dict[int, list[np.ndarray]] = {}
         for i in np.flatnonzero(parents != -1):
             holes.setdefault(int(parents[i]), []).append(outlines[i])
-        out[value] = [_join_holes(outlines[i], holes.get(int(i), []))
-                      for i in np.flatnonzero(parents == -1)]
+        out.setdefault(value, []).extend(
+            _join_holes(outlines[i], holes.get(int(i), [])) for i in np.flatnonzero(parents == -1)
+        )
     return out
 
 
@@ -256,13 +330,35 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
 def segments(
     ids: np.ndarray,
     skip: tuple[int, ...] = (0,),
-    boxes: dict[int, tuple[int, int, int, int]] | None = None,
+    boxes: dict[int, Box] | None = None,
 ) -> list[Segment]:
-    """Every value but `skip` as one exact mask (COCO RLE)."""
+    """Every value but `skip` as one exact mask (COCO RLE); sparse values from their runs."""
     out = []
-    width = ids.shape[1]
-    for value, (x0, _, x1, _) in (boxes or value_boxes(ids)).items():
+    height, width = ids.shape
+    boxes = value_boxes(ids) if boxes is None else boxes
+    sparse = _sparse_runs(ids, boxes, skip)
+    for value, (x0, _, x1, _) in boxes.items():
         if value in skip:
             continue
-        out.append(Segment(value, encode_mask(ids[:, x0 : x1 + 1] == value, x0, width)))
+        if value in sparse:
+            rle = {"size": [height, width], "counts": encode_counts(_column_runs(*sparse[value], height, width))}
+        else:
+            rle = encode_mask(ids[:, x0 : x1 + 1] == value, x0, width)
+        out.append(Segment(value, rle))
     return out
+
+
+def _column_runs(rows: np.ndarray, cols: np.ndarray, ends: np.ndarray, height: int, width: int) -> list[int]:
+    """COCO's column-major run lengths (0s first) of the pixels of these row runs."""
+    lengths = ends - cols + 1
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    x = cols[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    index = np.sort(x.astype(np.int64) * height + rows[owner])
+    breaks = np.flatnonzero(np.diff(index) > 1) + 1
+    starts = index[np.concatenate(([0], breaks))]
+    stops = index[np.concatenate((breaks - 1, [len(index) - 1]))] + 1
+    bounds = np.empty(2 * len(starts) + 2, np.int64)
+    bounds[0], bounds[-1] = 0, height * width
+    bounds[1:-1:2], bounds[2:-1:2] = starts, stops
+    runs = np.diff(bounds).tolist()
+    return runs if runs[-1] else runs[:-1]
