@@ -8,10 +8,13 @@ category id) and name the image and shape of the source file in their messages.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import math
 import os
+import re
 import shutil
+import stat
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Hashable
@@ -24,12 +27,33 @@ import orjson
 
 from worker.cityscapes.export import MAX_INSTANCES
 from worker.cityscapes.labels import Color, LabelMap, color_hex, normalize_name, parse_color
-from worker.cityscapes.manifest import MAX_PROBLEMS, Manifest, crowd_flag, read_manifest
-from worker.cityscapes.rle import decode_mask_box, mask_runs
+from worker.cityscapes.manifest import (
+    INT64,
+    MAX_DEPTH,
+    MAX_IMAGE_SIDE,
+    MAX_PROBLEMS,
+    MAX_RLE_RUNS,
+    MAX_SHAPES_PER_IMAGE,
+    MAX_VALUE_BYTES,
+    MAX_VERTICES,
+    Manifest,
+    crowd_flag,
+    json_events,
+    read_manifest,
+    shown,
+)
+from worker.cityscapes.rle import checked_runs, decode_mask_box, mask_runs
 from worker.errors import ClientError, LabelMapError, ManifestError
 
 FORMATS = ("manifest", "cvat", "coco")
 MAX_WARNINGS = 200
+# COCO is one JSON value, loaded whole by orjson, whose objects take several times the file
+# (not yet measured at the limit); COCO 2017's train file, 448 MiB, stays within it.
+MAX_COCO_BYTES = 512 << 20
+# XML: a tag with its attributes, or a text, between two '<' (a polygon at MAX_VERTICES is ~20 MB).
+MAX_XML_TOKEN = MAX_VALUE_BYTES
+# Elements inside one child of <annotations> (an <image> and its shapes and their attributes).
+MAX_XML_ELEMENTS = 16 * MAX_SHAPES_PER_IMAGE
 _OFFICIAL = LabelMap.cityscapes()
 
 
@@ -81,24 +105,116 @@ def _convert(source: str, workdir: Path, fmt: str, coco_rle_instances: bool) -> 
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """'cvat' for XML; 'coco' for a JSON object whose first top-level key of the two is
-    "annotations" (COCO's) rather than "shapes" (ours); else 'manifest', whose reader then
-    reports anything that is not a manifest."""
+    """'cvat' for XML (UTF-8, UTF-16 or UTF-32, with a BOM or without); 'coco' for a JSON
+    object whose first top-level key of the two is "annotations" (COCO's) rather than "shapes"
+    (ours); else 'manifest', whose reader then reports anything that is not a manifest."""
     source = os.fspath(path)
     with _open(source) as stream:
-        head = stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        if head.startswith(b"<"):
+        if xml_encoding(stream.read(4096)) is not None:
             return "cvat"
-        if not head.startswith(b"{"):
-            return "manifest"
         stream.seek(0)
+        if not stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+            return "manifest"
         try:
-            for prefix, event, value in ijson.parse(stream):
+            for prefix, event, value in json_events(stream, source):
                 if not prefix and event == "map_key" and value in ("annotations", "shapes"):
                     return "coco" if value == "annotations" else "manifest"
         except ijson.JSONError:
             pass
     return "manifest"
+
+
+# XML 1.0 appendix F: the byte order mark, or the first bytes of "<?xml", give the encoding
+# family; UTF-32 before UTF-16, whose BOM begins UTF-32's.
+_XML_BOMS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+             (b"\xef\xbb\xbf", "utf-8"), (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"))
+_XML_STARTS = ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+               (b"\x00<\x00?", "utf-16-be"), (b"<\x00?\x00", "utf-16-le"))
+_DECLARED = re.compile(rb"""<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
+# What expat reads itself (and Python's handler, for one-byte encodings such as cp1252).
+_EXPAT_NATIVE = ("utf_8", "utf_16", "utf_16_le", "utf_16_be", "ascii", "latin_1")
+
+
+def xml_encoding(head: bytes) -> str | None:
+    """The encoding of an XML document from its first bytes and declaration (Python's codec
+    name), or None if it does not begin as XML."""
+    family = next((name for bom, name in _XML_BOMS if head.startswith(bom)), None)
+    if family is not None:
+        text = codecs.decode(head[len(codecs.BOM_UTF8) if family == "utf-8" else 0 :][:1024],
+                             family, "ignore")
+        if not text.lstrip("\ufeff \t\r\n").startswith("<"):
+            return None
+    else:
+        family = next((name for start, name in _XML_STARTS if head.startswith(start)), None)
+        if family is None:
+            if not head.lstrip(b" \t\r\n").startswith(b"<"):
+                return None
+            family = "utf-8"
+    if family != "utf-8":
+        return family
+    declared = _DECLARED.match(head.lstrip(b"\xef\xbb\xbf \t\r\n"))
+    return declared[1].decode().lower() if declared else "utf-8"
+
+
+class _XmlReads:
+    """The XML file as expat is fed it: each read ends just past a '<' (byte 0x3C, in every
+    encoding read here), so that no tag or text spans two reads. Expat 2.5 parses a token cut by
+    a read again from its start at each read: an 80 MB attribute in 16 KB reads costs its length
+    squared (minutes). A token of more than MAX_XML_TOKEN bytes is refused. Encodings expat
+    cannot read (UTF-32, multi-byte ones such as Shift_JIS) are decoded here and fed as UTF-8."""
+
+    def __init__(self, stream: BinaryIO, source: str, encoding: str):
+        self._stream, self.source = stream, source
+        self._buffer = bytearray()
+        self._eof = False
+        self.offset = 0
+        self._decoder = None
+        try:
+            codec = codecs.lookup(encoding).name.replace("-", "_")
+        except LookupError:
+            raise ManifestError(
+                source, [f"declares encoding {encoding[:40]!r}, which is unknown"]
+            ) from None
+        if codec not in _EXPAT_NATIVE and not _single_byte(codec):
+            self._decoder = codecs.getincrementaldecoder(codec)()
+
+    @property
+    def transcoded(self) -> bool:
+        return self._decoder is not None
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            cut = self._buffer.rfind(b"<")
+            if cut >= 0 or (self._eof and self._buffer):
+                end = cut + 1 if cut >= 0 else len(self._buffer)
+                out = bytes(self._buffer[:end])
+                del self._buffer[:end]
+                return out
+            if self._eof:
+                return b""
+            if len(self._buffer) > MAX_XML_TOKEN:
+                raise ManifestError(self.source, [
+                    f"holds a tag or text of more than {MAX_XML_TOKEN >> 20} MiB near byte"
+                    f" {self.offset:,}"])
+            data = self._stream.read(1 << 20)
+            self._eof = not data
+            if self._decoder is not None:
+                try:
+                    data = self._decoder.decode(data, final=self._eof).encode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ManifestError(self.source, [
+                        f"holds bytes that are not {exc.encoding} near byte"
+                        f" {self.offset + exc.start:,}"]) from None
+            self.offset += len(data)
+            self._buffer += data
+
+
+def _single_byte(codec: str) -> bool:
+    """Whether Python's expat handler reads `codec` (it maps each byte to one character)."""
+    try:
+        return len(bytes(range(256)).decode(codec, "replace")) == 256
+    except (LookupError, TypeError, ValueError):
+        return False
 
 
 def _open(source: str) -> BinaryIO:
@@ -136,16 +252,18 @@ class _Problems:
 
 
 class _ManifestFile:
-    """A manifest v1 written as its images come: shapes to a side file, labels and images (small)
-    kept until the end, when the head is written and the shapes copied after it."""
+    """A manifest v1 written as its images come: images and shapes to side files, labels
+    (small) kept until the end, when the head is written and the side files copied after it."""
 
     def __init__(self, workdir: Path):
         self.path = workdir / "converted-manifest.json"
+        self._images_path = workdir / "converted-images.part"
         self._shapes_path = workdir / "converted-shapes.part"
+        self._images = open(self._images_path, "wb")
         self._shapes = open(self._shapes_path, "wb")
         self.labels: dict[str, Color] = {}
-        self.images: list[dict[str, Any]] = []
         self.warnings: list[str] = []
+        self.image_count = 0
         self._count = 0
 
     def add_label(self, name: str, color: Color | None = None) -> None:
@@ -153,7 +271,8 @@ class _ManifestFile:
             self.labels[name] = color if color is not None else default_color(name)
 
     def add_image(self, image: dict[str, Any], shapes: list[dict[str, Any]]) -> None:
-        self.images.append(image)
+        self._images.write((b"," if self.image_count else b"") + orjson.dumps(image))
+        self.image_count += 1
         for shape in shapes:
             self.add_label(shape["label"])
             if self._count:
@@ -162,19 +281,21 @@ class _ManifestFile:
             self._count += 1
 
     def finish(self) -> Path:
+        self._images.close()
         self._shapes.close()
         labels = [{"name": name, "color": color_hex(color)} for name, color in self.labels.items()]
         with open(self.path, "wb") as out:
-            out.write(b'{"version":1,"labels":' + orjson.dumps(labels))
-            out.write(b',"images":' + orjson.dumps(self.images) + b',"shapes":[')
-            with open(self._shapes_path, "rb") as shapes:
-                shutil.copyfileobj(shapes, out, 1 << 20)
-            out.write(b"]}")
+            out.write(b'{"version":1,"labels":' + orjson.dumps(labels) + b',"images":[')
+            for part, after in ((self._images_path, b'],"shapes":['), (self._shapes_path, b"]}")):
+                with open(part, "rb") as spooled:
+                    shutil.copyfileobj(spooled, out, 1 << 20)
+                out.write(after)
         return self.path
 
     def discard(self) -> None:
+        self._images.close()
         self._shapes.close()
-        for path in (self.path, self._shapes_path):
+        for path in (self.path, self._images_path, self._shapes_path):
             path.unlink(missing_ok=True)
 
 
@@ -207,10 +328,12 @@ def number_instances(shapes: list[dict[str, Any]], objects: list[Hashable]) -> s
 
 
 def _finite(values: Any) -> np.ndarray | None:
-    """The values as float64 if they are all finite numbers, else None."""
+    """The values as float64 if they are a list of finite JSON numbers, else None."""
+    if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+        return None
     try:
         array = np.asarray(values, np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if array.ndim != 1 or not np.isfinite(array).all():
         return None
@@ -222,16 +345,31 @@ def _finite(values: Any) -> np.ndarray | None:
 
 def cvat_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problems) -> None:
     """Read a CVAT for images 1.1 XML stream image by image (flat memory) into `writer`."""
-    depth, root = 0, None
+    stream.seek(0)
+    encoding = xml_encoding(stream.read(4096)) or "utf-8"
+    stream.seek(0)
+    reads = _XmlReads(stream, problems.source, encoding)
+    parser = ET.XMLParser(encoding="utf-8") if reads.transcoded else None
+    depth, root, top, inside, shapes = 0, None, None, 0, 0
     try:
-        for event, element in ET.iterparse(stream, events=("start", "end")):
+        for event, element in ET.iterparse(reads, events=("start", "end"), parser=parser):
             if event == "start":
                 depth += 1
                 if root is None:
                     root = element
                     if element.tag != "annotations":
-                        problems.add(f"root element is <{element.tag}>, not CVAT's <annotations>")
+                        problems.add(
+                            f"root element is <{element.tag[:40]}>, not CVAT's <annotations>"
+                        )
                         problems.raise_any()
+                elif depth == 2:
+                    top, inside, shapes = element, 0, 0
+                else:
+                    inside += 1
+                    shapes += depth == 3
+                    if depth > MAX_DEPTH or inside > MAX_XML_ELEMENTS or (
+                            shapes > MAX_SHAPES_PER_IMAGE and top.tag == "image"):
+                        _refuse_crowded(top, depth, inside, shapes, problems)
                 continue
             depth -= 1
             if depth != 1:
@@ -239,7 +377,7 @@ def cvat_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problem
             if element.tag == "meta":
                 _cvat_labels(element, writer, problems)
             elif element.tag == "image":
-                _cvat_image(element, len(writer.images), writer, problems)
+                _cvat_image(element, writer.image_count, writer, problems)
             elif element.tag == "track":
                 problems.add(
                     "holds <track> elements: this is CVAT for video; export the task as"
@@ -249,8 +387,25 @@ def cvat_to_manifest(stream: BinaryIO, writer: _ManifestFile, problems: _Problem
             root.clear()  # done with this child: memory stays flat
     except ET.ParseError as exc:
         problems.add(f"is not valid XML ({exc})")
-    if root is not None and not writer.images and not problems.found:
+    except ValueError as exc:  # pyexpat: an encoding it cannot read
+        problems.add(f"is not readable XML ({exc})")
+    if root is not None and not writer.image_count and not problems.found:
         problems.add("has no <image> elements")
+
+
+def _refuse_crowded(
+    element: ET.Element, depth: int, inside: int, shapes: int, problems: _Problems
+) -> None:
+    what = f"<{element.tag[:40]}>"
+    if element.get("name") is not None:
+        what = f"<{element.tag[:40]} name={shown(element.get('name'))}>"
+    if depth > MAX_DEPTH:
+        problems.add(f"{what}: elements are nested more than {MAX_DEPTH} levels deep")
+    elif inside > MAX_XML_ELEMENTS:
+        problems.add(f"{what}: holds more than {MAX_XML_ELEMENTS:,} elements")
+    else:
+        problems.add(f"{what}: holds more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+    problems.raise_any()
 
 
 def _cvat_labels(meta: ET.Element, writer: _ManifestFile, problems: _Problems) -> None:
@@ -273,18 +428,21 @@ def _cvat_image(
 ) -> None:
     name = element.get("name", "")
     try:
-        width, height = int(element.get("width", "")), int(element.get("height", ""))
+        image_id = _cvat_id(element.get("id"), index)
+    except ValueError as exc:
+        problems.add(f"image {shown(name)}: {exc}")
+        return
+    try:
+        width, height = _cvat_int(element, "width"), _cvat_int(element, "height")
     except ValueError:
         width = height = 0
     if width <= 0 or height <= 0:
-        problems.add(f"image {name!r}: width and height must be positive integers")
+        problems.add(f"image {shown(name)}: width and height must be positive integers")
         return
-    image: dict[str, Any] = {
-        "id": _int_or(element.get("id"), index),
-        "name": name,
-        "width": width,
-        "height": height,
-    }
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        problems.add(f"image {shown(name)}: {width}x{height} is more than {MAX_IMAGE_SIDE} a side")
+        return
+    image: dict[str, Any] = {"id": image_id, "name": name, "width": width, "height": height}
     if element.get("subset"):
         image["subset"] = element.get("subset")
     shapes: list[dict[str, Any]] = []
@@ -295,20 +453,21 @@ def _cvat_image(
         if convert is None:
             skipped[child.tag] += 1
             continue
-        where = f"image {name!r}, shape {position} (<{child.tag}>)"
+        where = f"image {shown(name)}, shape {position} (<{child.tag}>)"
         label = child.get("label")
         if not label:
             problems.add(f"{where}: no label")
             continue
-        try:
-            geometry = convert(child, width, height)
-            z_order = int(child.get("z_order", "0"))
-        except ValueError as exc:
-            problems.add(f"{where}: {exc}")
-            continue
         attributes: dict[str, Any] = {
             a.get("name", ""): a.text or "" for a in child.iter("attribute")
         }
+        try:
+            geometry = convert(child, width, height)
+            z_order = _cvat_int(child, "z_order", 0)
+            crowd_flag(attributes.get("is_crowd", False))
+        except ValueError as exc:
+            problems.add(f"{where}: {exc}")
+            continue
         if child.get("occluded") == "1":
             attributes["occluded"] = True
         shapes.append(
@@ -324,39 +483,62 @@ def _cvat_image(
         objects.append(("group", group) if group not in ("", "0") else ("shape", position))
     problem = number_instances(shapes, objects)
     if problem:
-        problems.add(f"image {name!r}: {problem}")
+        problems.add(f"image {shown(name)}: {problem}")
     if skipped:
-        kinds = ", ".join(f"{count} <{kind}>" for kind, count in skipped.items())
+        kinds = ", ".join(f"{count} <{kind[:40]}>" for kind, count in skipped.items())
         writer.warnings.append(
-            f"image {name!r}: skipped {kinds} (only polygons, boxes and masks have an area)"
+            f"image {shown(name)}: skipped {kinds} (only polygons, boxes and masks have an area)"
         )
     writer.add_image(image, shapes)
 
 
-def _int_or(value: str | None, default: int) -> int | str:
+_WHOLE = re.compile(r"\s*[+-]?[0-9]{1,19}\s*", re.ASCII)
+
+
+def _cvat_int(element: ET.Element, key: str, default: int | None = None) -> int:
+    """A whole-number attribute (ASCII digits, within 64 bits)."""
+    text = element.get(key)
+    if text is None and default is not None:
+        return default
+    value = int(text) if text is not None and _WHOLE.fullmatch(text) else None
+    if value is None or not -INT64 <= value < INT64:
+        raise ValueError(f"{key}={shown(text)} is not a whole number within 64 bits")
+    return value
+
+
+def _cvat_id(value: str | None, default: int) -> int | str:
+    """An image id: a number as CVAT writes them, else kept as text (it only links shapes)."""
     if value is None:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value, re.ASCII):
+        number = int(value) if len(value) < 40 else INT64
+        if not -INT64 <= number < INT64:
+            raise ValueError(f"id={shown(value)} is not a whole number within 64 bits")
+        return number
+    return value
 
 
 def _number(element: ET.Element, key: str) -> float:
-    value = float(element.get(key, "nan"))
+    try:
+        value = float(element.get(key, "nan"))
+    except ValueError:
+        value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"{key}={element.get(key)!r} is not a finite number")
+        raise ValueError(f"{key}={shown(element.get(key))} is not a finite number")
     return value
 
 
 def _cvat_polygon(element: ET.Element, width: int, height: int) -> dict[str, Any]:
     text = element.get("points", "")
+    vertices = text.count(";") + 1
+    if vertices > MAX_VERTICES:
+        raise ValueError(f"polygon has {vertices:,} vertices, more than {MAX_VERTICES:,}")
     try:
         points = np.array(text.replace(";", ",").split(","), np.float64)
     except ValueError:
         points = None
-    if points is None or len(points) != 2 * (text.count(";") + 1) or not np.isfinite(points).all():
-        raise ValueError(f"points {text[:60]!r} are not 'x,y;x,y;...' finite numbers")
+    if points is None or len(points) != 2 * vertices or not np.isfinite(points).all():
+        raise ValueError(f"points {shown(text)} are not 'x,y;x,y;...' finite numbers")
     return {"type": "polygon", "points": points}
 
 
@@ -377,18 +559,26 @@ def _cvat_mask(element: ET.Element, width: int, height: int) -> dict[str, Any]:
     """CVAT's mask: runs of 0s and 1s alternating (0s first), row by row over the box at
     left/top; as a manifest mask over its pixels' own bounding box (tools such as Datumaro write
     boxes the size of the image), the part outside the image cut off."""
+    text = element.get("rle", "")
+    if text.count(",") >= MAX_RLE_RUNS:
+        raise ValueError(f"mask has {text.count(',') + 1:,} runs, more than {MAX_RLE_RUNS:,}")
+    pieces = text.split(",")
     try:
         left, top, box_w, box_h = (
-            int(element.get(k, "")) for k in ("left", "top", "width", "height")
+            _cvat_int(element, k) for k in ("left", "top", "width", "height")
         )
-        runs = [int(v) for v in element.get("rle", "").split(",")]
+        if not all(_WHOLE.fullmatch(piece) for piece in pieces):
+            raise ValueError(text)
     except ValueError:
         raise ValueError(
             "needs integer left, top, width and height, and rle runs 'a, b, ...'"
         ) from None
+    runs = [int(piece) for piece in pieces]
     if not (0 < box_w <= 2 * width and 0 < box_h <= 2 * height):
         raise ValueError(f"mask box {box_w}x{box_h} does not fit the {width}x{height} image")
-    if min(runs) < 0 or sum(runs) != box_w * box_h:
+    if min(runs) < 0:
+        raise ValueError("mask runs are not all positive")
+    if sum(runs) != box_w * box_h:
         raise ValueError(
             f"mask runs cover {sum(runs)} pixels, its {box_w}x{box_h} box has {box_w * box_h}"
         )
@@ -423,10 +613,8 @@ def coco_to_manifest(
     become crowd regions without instance ids: when every RLE annotation is crowd a warning
     says so, and `rle_instances` reads them as instances.
     """
-    try:
-        document = orjson.loads(stream.read())
-    except orjson.JSONDecodeError as exc:
-        problems.add(f"is not valid JSON ({exc})")
+    document = _load_coco(stream, problems)
+    if document is None:
         return
     if not isinstance(document, dict):
         problems.add("is not a JSON object")
@@ -438,57 +626,70 @@ def coco_to_manifest(
 
     categories: dict[Any, str] = {}
     for i, category in enumerate(document["categories"]):
-        if not isinstance(category, dict) or not isinstance(category.get("name"), str):
-            problems.add(f"categories[{i}]: needs an id and a name")
+        if not isinstance(category, dict) or not isinstance(category.get("name"), str) \
+                or not _is_key(category.get("id")):
+            problems.add(f"categories[{i}]: needs an id (a number or text) and a name")
             continue
-        if category.get("id") in categories:
-            problems.add(f"categories[{i}]: id {category.get('id')!r} is used twice")
+        if category["id"] in categories:
+            problems.add(f"categories[{i}]: id {shown(category['id'])} is used twice")
             continue
-        categories[category.get("id")] = category["name"]
+        categories[category["id"]] = category["name"]
         writer.add_label(category["name"])
 
     images: dict[Any, dict[str, Any]] = {}
     for i, raw in enumerate(document["images"]):
-        if not isinstance(raw, dict) or "id" not in raw:
-            problems.add(f"images[{i}]: needs an id")
+        if not isinstance(raw, dict) or not _is_key(raw.get("id")):
+            problems.add(f"images[{i}]: needs an id (a number or text)")
             continue
+        where = f"images[{i}] ({shown(raw.get('file_name'))})"
         if raw["id"] in images:
-            problems.add(f"images[{i}] ({raw.get('file_name')!r}): id {raw['id']!r} is used twice")
+            problems.add(f"{where}: id {shown(raw['id'])} is used twice")
             continue
-        images[raw["id"]] = {
-            "id": raw["id"],
-            "name": raw.get("file_name"),
-            "width": raw.get("width"),
-            "height": raw.get("height"),
-        }
+        if not isinstance(raw.get("file_name"), str):
+            problems.add(f"{where}: file_name is not text")
+            continue
+        width, height = raw.get("width"), raw.get("height")
+        if not all(type(v) is int and -INT64 <= v < INT64 for v in (width, height)):
+            problems.add(
+                f"{where}: width and height {shown(width)}, {shown(height)} are not whole"
+                " numbers of pixels"
+            )
+            continue
+        images[raw["id"]] = {"id": raw["id"], "name": raw["file_name"], "width": width,
+                             "height": height}
 
     shapes_of: dict[Any, list[tuple[dict[str, Any], int]]] = {key: [] for key in images}
     rle_count = rle_crowds = 0
-    for i, annotation in enumerate(document["annotations"]):
+    annotations = document["annotations"]
+    for i, annotation in enumerate(annotations):
+        annotations[i] = None  # its numbers are copied to arrays: let its objects go
         if not isinstance(annotation, dict):
             problems.add(f"annotations[{i}]: not an object")
             continue
-        where = f"annotation {annotation.get('id', i)!r}"
-        image = images.get(annotation.get("image_id"))
+        given = annotation.get("id", i)
+        where = f"annotation {shown(given)}" if _is_key(given) else f"annotations[{i}]"
+        image_id, category_id = annotation.get("image_id"), annotation.get("category_id")
+        image = images.get(image_id) if _is_key(image_id) else None
         if image is None:
-            problems.add(f"{where}: image_id {annotation.get('image_id')!r} is not in images")
+            problems.add(f"{where}: image_id {shown(image_id)} is not in images")
             continue
-        where += f" (image {image['name']!r})"
-        label = categories.get(annotation.get("category_id"))
+        where += f" (image {shown(image['name'])})"
+        label = categories.get(category_id) if _is_key(category_id) else None
         if label is None:
-            problems.add(
-                f"{where}: category_id {annotation.get('category_id')!r} is not in categories"
-            )
+            problems.add(f"{where}: category_id {shown(category_id)} is not in categories")
             continue
         if not annotation.get("segmentation") and "keypoints" in annotation:
             writer.warnings.append(f"{where}: keypoints only, no area; skipped")
             continue
         try:
             geometries = _coco_geometries(annotation, image)
+            crowd = crowd_flag(annotation.get("iscrowd", 0))
         except ValueError as exc:
             problems.add(f"{where}: {exc}")
             continue
-        crowd = bool(annotation.get("iscrowd", 0))
+        if len(shapes_of[image["id"]]) + len(geometries) > MAX_SHAPES_PER_IMAGE:
+            problems.add(f"{where}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+            continue
         if geometries[0]["type"] == "mask":
             rle_count += 1
             rle_crowds += crowd
@@ -507,8 +708,37 @@ def coco_to_manifest(
         shapes = [shape for shape, _ in shapes_of[key]]
         problem = number_instances(shapes, [annotation for _, annotation in shapes_of[key]])
         if problem:
-            problems.add(f"image {image['name']!r}: {problem}")
+            problems.add(f"image {shown(image['name'])}: {problem}")
         writer.add_image(image, shapes)
+
+
+def _load_coco(stream: BinaryIO, problems: _Problems) -> Any:
+    """The document, or None with a problem: at most MAX_COCO_BYTES are read (it is loaded
+    whole); orjson refuses nesting past 1024 levels, and malformed UTF-8."""
+    info = os.fstat(stream.fileno())
+    limit = f"{MAX_COCO_BYTES >> 20} MiB, the most a COCO file may be (it is loaded whole)"
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_COCO_BYTES:
+        problems.add(f"is {info.st_size / (1 << 20):,.0f} MiB, more than {limit}")
+        return None
+    data = stream.read(MAX_COCO_BYTES + 1)
+    if len(data) > MAX_COCO_BYTES:
+        problems.add(f"is more than {limit}")
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "recursion" in str(exc).lower():
+            problems.add(f"is nested too deep for a COCO file ({exc})")
+        else:
+            problems.add(f"is not valid JSON ({exc})")
+        return None
+
+
+def _is_key(value: Any) -> bool:
+    """An id as COCO files give them: a number within 64 bits, or text."""
+    if type(value) is int:
+        return -INT64 <= value < INT64
+    return isinstance(value, str) and len(value) <= 1024
 
 
 def _coco_geometries(annotation: dict[str, Any], image: dict[str, Any]) -> list[dict[str, Any]]:
@@ -518,11 +748,12 @@ def _coco_geometries(annotation: dict[str, Any], image: dict[str, Any]) -> list[
         size, counts = segmentation.get("size"), segmentation.get("counts")
         if size != [image["height"], image["width"]]:
             raise ValueError(
-                f"RLE size {size!r} is not the image's [height, width]"
+                f"RLE size {shown(size)} is not the image's [height, width]"
                 f" [{image['height']}, {image['width']}]"
             )
-        if not isinstance(counts, str) and _finite(counts) is None:
-            raise ValueError("RLE counts are neither a string nor a list of numbers")
+        _, _, runs = checked_runs({"size": size, "counts": counts})
+        if len(runs) > MAX_RLE_RUNS:
+            raise ValueError(f"RLE has {len(runs):,} runs, more than {MAX_RLE_RUNS:,}")
         return [{"type": "mask", "rle": {"size": size, "counts": counts}}]
     if isinstance(segmentation, list) and segmentation:
         if not isinstance(segmentation[0], list):  # one polygon, not nested: as some tools write
@@ -530,6 +761,9 @@ def _coco_geometries(annotation: dict[str, Any], image: dict[str, Any]) -> list[
         polygons = [_finite(polygon) for polygon in segmentation]
         if any(p is None or len(p) % 2 for p in polygons):
             raise ValueError("segmentation is not a list of polygons [x0, y0, x1, y1, ...]")
+        vertices = max(len(p) // 2 for p in polygons)
+        if vertices > MAX_VERTICES:
+            raise ValueError(f"a polygon has {vertices:,} vertices, more than {MAX_VERTICES:,}")
         return [{"type": "polygon", "points": p} for p in polygons]
     box = _finite(annotation.get("bbox", []))
     if box is None or len(box) != 4:

@@ -7,14 +7,16 @@ fetched on their own by whichever process draws that image.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import posixpath
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import ijson
 import numpy as np
@@ -22,13 +24,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    FiniteFloat,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from worker.cityscapes.labels import Color, parse_color
+from worker.cityscapes.rle import checked_runs
 from worker.errors import LabelMapError, ManifestError
 
 MANIFEST_VERSION = 1
@@ -38,32 +40,90 @@ MAX_IMAGE_SIDE = 32768
 MAX_PIXELS = 1 << 28
 MAX_PROBLEMS = 100
 
+# Limits on what one file may ask of a worker, each refused with a message naming the place; the
+# figures behind them are in the README ("Manifest v1").
+MAX_DEPTH = 64  # JSON nesting (a manifest needs 5); refused while streaming, before any build
+# One JSON token (a string or number) or a stretch of whitespace: yajl holds a token whole.
+MAX_VALUE_BYTES = 32 << 20
+# Pillow's fill walks every edge over each row it spans: a polygon costs its vertices plus the
+# rows its edges cross. 500,000 vertices export in ~1.5 s; a hostile polygon whose every edge
+# spans the image costs its rows, bounded per image by MAX_EDGE_ROWS (~2 s at the limit).
+MAX_VERTICES = 500_000
+MAX_EDGE_ROWS = 10_000_000
+MAX_RLE_RUNS = 2 * MAX_VERTICES
+MAX_SHAPES_PER_IMAGE = 100_000
+# Values in one image, label or shape entry: a polygon's numbers, an RLE's runs, attributes.
+MAX_ITEM_VALUES = 2 * MAX_VERTICES + 10_000
+MAX_NAME_BYTES = 1024  # an image name, whole (a label name too)
+MAX_NAME_PART_BYTES = 255  # one folder or file name of it, as file systems allow
+INT64 = 1 << 63
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: its repr when short, else cut short or (a container)
+    named by its type and length."""
+    container = isinstance(value, (dict, list, tuple))
+    text = repr(value) if not container or len(value) <= 8 else ""
+    if container and (not text or len(text) > limit):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text):,} chars)"
+
+
+def check_text(value: str, what: str, limit: int = MAX_NAME_BYTES) -> str:
+    """Text that must be UTF-8 (a lone surrogate from a JSON escape is not) of bounded length."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {shown(value)} holds a lone surrogate, not UTF-8 text") from None
+    if size > limit:
+        raise ValueError(f"{what} {shown(value)} is {size:,} bytes long, more than {limit:,}")
+    return value
+
 
 def check_relative_path(value: str, what: str) -> str:
-    """A name that may become a path inside an archive: relative, no '..', no control bytes."""
+    """A name that may become a path inside an archive: relative, no '..', no control bytes,
+    UTF-8 of at most MAX_NAME_BYTES, each part at most MAX_NAME_PART_BYTES."""
+    check_text(value, what)
     if not value or "\x00" in value or "\\" in value or any(ord(c) < 32 for c in value):
-        raise ValueError(f"{what} {value!r} is empty or holds control characters or '\\'")
+        raise ValueError(f"{what} {shown(value)} is empty or holds control characters or '\\'")
     if value.startswith("/") or ":" in value.split("/")[0]:
-        raise ValueError(f"{what} {value!r} is an absolute path")
+        raise ValueError(f"{what} {shown(value)} is an absolute path")
     parts = value.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"{what} {value!r} has an empty, '.' or '..' path part")
+        raise ValueError(f"{what} {shown(value)} has an empty, '.' or '..' path part")
+    longest = max(len(part.encode()) for part in parts)
+    if longest > MAX_NAME_PART_BYTES:
+        raise ValueError(
+            f"{what} {shown(value)} has a part of {longest} bytes, more than {MAX_NAME_PART_BYTES}"
+        )
     return value
+
+
+Side = Annotated[int, Field(strict=True, gt=0, le=MAX_IMAGE_SIDE)]
+Int64 = Annotated[int, Field(strict=True, ge=-INT64, lt=INT64)]
+Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+BoxInt = Annotated[int, Field(strict=True, ge=-INT64, lt=INT64)]
+Key = Annotated[int, Field(strict=True)] | Annotated[str, Field(strict=True, max_length=1024)]
 
 
 class LabelSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str
-    color: str = "#000000"
+    name: Annotated[str, Field(strict=True)]
+    color: Annotated[str, Field(strict=True, max_length=64)] = "#000000"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_text(value, "label name")
 
 
 class ImageSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: int | str
-    name: str
-    width: int = Field(gt=0, le=MAX_IMAGE_SIDE)
-    height: int = Field(gt=0, le=MAX_IMAGE_SIDE)
-    subset: str = "default"
+    id: Key
+    name: Annotated[str, Field(strict=True)]
+    width: Side
+    height: Side
+    subset: Annotated[str, Field(strict=True)] = "default"
 
     @field_validator("name")
     @classmethod
@@ -89,19 +149,29 @@ class ImageSpec(BaseModel):
 
 class ShapeSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
-    image: int | str
-    label: str
+    image: Key
+    label: Annotated[str, Field(strict=True)]
     type: Literal["polygon", "rectangle", "mask"]
-    points: list[FiniteFloat] = Field(default_factory=list)
+    points: list[Coordinate] = Field(default_factory=list)
     rle: dict[str, Any] | None = None
     # A mask given over a box of the image (as CVAT stores one): its rle covers that box only.
-    box: tuple[int, int, int, int] | None = None  # left, top, width, height
-    z_order: int = 0
+    box: tuple[BoxInt, BoxInt, BoxInt, BoxInt] | None = None  # left, top, width, height
+    z_order: Int64 = 0
     attributes: dict[str, Any] = Field(default_factory=dict)
-    instance: int | None = Field(default=None, ge=0, le=999)
+    instance: Annotated[int, Field(strict=True, ge=0, le=999)] | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return check_text(value, "label")
 
     @model_validator(mode="after")
     def _geometry(self) -> ShapeSpec:
+        crowd_flag(self.attributes.get("is_crowd", False))
+        if len(self.points) > 2 * MAX_VERTICES:
+            raise ValueError(
+                f"polygon has {len(self.points) // 2:,} vertices, more than {MAX_VERTICES:,}"
+            )
         if self.type == "polygon" and len(self.points) % 2:
             raise ValueError(f"polygon has an odd number of coordinates ({len(self.points)})")
         if self.type == "rectangle" and len(self.points) != 4:
@@ -116,11 +186,18 @@ class ShapeSpec(BaseModel):
         return crowd_flag(self.attributes.get("is_crowd", False))
 
 
+_CROWD_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False,
+               "": False}
+
+
 def crowd_flag(value: Any) -> bool:
-    """An is_crowd attribute as tools write it: a bool, a number, or text ("true", as CVAT)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+    """An is_crowd attribute as tools write it: a bool, 0 or 1, or text ("true", as CVAT);
+    ValueError for anything else, which no tool means as a flag."""
+    if isinstance(value, str) and value.strip().lower() in _CROWD_TEXT:
+        return _CROWD_TEXT[value.strip().lower()]
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"is_crowd {shown(value)} is not true or false (or 1 or 0)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,9 +334,126 @@ class Manifest:
         return self.store.shapes_of(image_index)
 
 
-def _items(stream: BinaryIO, prefix: str) -> Iterator[Any]:
+class JsonGuard:
+    """The file as ijson reads it: malformed UTF-8, nesting past MAX_DEPTH, one value past
+    MAX_VALUE_BYTES and an entry of a top-level list with more than MAX_ITEM_VALUES values are
+    refused as they come, naming the place, before yajl or a builder takes them whole."""
+
+    def __init__(self, stream: BinaryIO, source: str):
+        self._stream = stream
+        self.source = source
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0  # bytes read
+        self.quiet = 0  # bytes read since the last event
+        self.section, self.index = "", -1  # the top-level list entry being read, for messages
+        self._carry = b""  # the end of the last read, when an escape may go on past it
+        self._held = b""  # the rest of a deeply nested read, handed out in small pieces
+
+    def _check_escapes(self, data: bytes) -> None:
+        """yajl turns a \\u escape of a lone UTF-16 surrogate into '?': refuse it instead."""
+        window = self._carry + data
+        base = self.offset - len(self._carry)
+        self._carry = b""
+        high, tail = None, 0  # high: where a high surrogate's escape ended, awaiting its low
+        for match in _ESCAPE.finditer(window):
+            tail = match.end()
+            if len(match[1]) % 2 == 0:
+                continue  # an escaped backslash, then the letter u
+            unit, start = int(match[2], 16), match.end() - 6
+            if high is not None and start == high and 0xDC00 <= unit <= 0xDFFF:
+                high = None
+            elif high is not None or 0xDC00 <= unit <= 0xDFFF:
+                raise self._lone_surrogate(base + (start if high is None else high - 6))
+            elif 0xD800 <= unit <= 0xDBFF:
+                high = match.end()
+        if high is not None:
+            if not data or not _ESCAPE_START.fullmatch(window, high):
+                raise self._lone_surrogate(base + high - 6)
+            self._carry = window[high - 6 :]  # its low half may come with the next read
+        elif data and b"\\" in window[max(tail, len(window) - 5) :]:
+            self._carry = window[max(tail, len(window) - 16) :]  # an escape may begin there
+
+    def _lone_surrogate(self, at: int) -> ManifestError:
+        return self.refuse(f"holds a lone UTF-16 surrogate (a \\u escape) near byte {at:,}")
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson asks for nothing, to learn whether the file gives bytes
+            return b""
+        if self._held:
+            data, self._held = self._held[:_SMALL_READ], self._held[_SMALL_READ:]
+            return data
+        data = self._stream.read(size if 0 < size <= 1 << 20 else 1 << 16)
+        try:
+            self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            at = max(self.offset + exc.start - 3, 0)
+            raise self.refuse(f"holds malformed UTF-8 ({exc.reason}) near byte {at:,}") from None
+        if self._carry or b"\\u" in data or b"\\" in data[-5:]:
+            self._check_escapes(data)
+        self.offset += len(data)
+        self.quiet += len(data)
+        if self.quiet > MAX_VALUE_BYTES:
+            raise self.refuse(
+                f"holds a single value (or blank stretch) of more than {MAX_VALUE_BYTES >> 20} MiB"
+                f" near byte {self.offset:,}"
+            )
+        if data.count(b"[") + data.count(b"{") > _SMALL_READ and _nesting(data) > _SMALL_READ:
+            # ijson builds the events of a whole read, each with its path, before they reach
+            # the depth check: 50,000 levels in one read would take gigabytes of paths.
+            data, self._held = data[:_SMALL_READ], data[_SMALL_READ:]
+        return data
+
+    def place(self) -> str:
+        return f"{self.section}[{self.index}]" if self.section else "top level"
+
+    def refuse(self, text: str) -> ManifestError:
+        return ManifestError(self.source, [f"{self.place()}: {text}"])
+
+    def events(self) -> Iterator[tuple[str, str, Any]]:
+        depth = values = 0
+        for prefix, event, value in ijson.parse(self, use_float=True):
+            self.quiet = 0
+            step = _DEPTH_STEP.get(event, 0)
+            if step > 0 and depth == 2:  # an entry of a top-level list begins
+                section = prefix.removesuffix(".item")
+                self.index = self.index + 1 if section == self.section else 0
+                self.section = section
+            depth += step
+            if depth > 2:
+                values += 1
+                if values > MAX_ITEM_VALUES:
+                    raise self.refuse(
+                        f"holds more than {MAX_ITEM_VALUES:,} values (a polygon may have"
+                        f" {MAX_VERTICES:,} vertices, a mask {MAX_RLE_RUNS:,} runs)"
+                    )
+                if depth > MAX_DEPTH:
+                    raise self.refuse(f"is nested more than {MAX_DEPTH} levels deep")
+            else:
+                values = 0
+                if depth < 0 or depth > MAX_DEPTH:  # cannot happen at 2; kept for the root
+                    raise self.refuse(f"is nested more than {MAX_DEPTH} levels deep")
+            yield prefix, event, value
+
+
+_ESCAPE = re.compile(rb"(\\+)u([0-9a-fA-F]{4})")
+_ESCAPE_START = re.compile(rb"(\\(u[0-9a-fA-F]{0,3})?)?")  # what may begin one
+_SMALL_READ = 256
+
+
+def _nesting(data: bytes) -> int:
+    """How deep brackets nest within `data` (those in strings too: an upper bound)."""
+    codes = np.frombuffer(data, np.uint8)
+    step = (codes == 91).astype(np.int32) + (codes == 123) - (codes == 93) - (codes == 125)
+    return int(np.cumsum(step).max(initial=0))
+
+
+_DEPTH_STEP = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+
+
+def json_events(stream: BinaryIO, source: str) -> Iterator[tuple[str, str, Any]]:
+    """ijson's parse events of `stream` from its start, within the limits of JsonGuard."""
     stream.seek(0)
-    return ijson.items(stream, prefix, use_float=True)
+    return JsonGuard(stream, source).events()
 
 
 def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manifest:
@@ -268,172 +462,273 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
     Shapes go to an SQLite file in `workdir`, which the caller owns and removes.
     """
     source = os.fspath(path)
-    problems: list[str] = []
-
-    def problem(text: str) -> None:
-        problems.append(text)
-        if len(problems) >= MAX_PROBLEMS:
-            raise ManifestError(source, problems)
-
     try:
         stream = open(source, "rb")
     except OSError as exc:
         raise ManifestError(source, [f"cannot be read ({exc.strerror})"]) from None
     with stream:
         try:
-            return _read(stream, source, Path(workdir), problem, problems)
+            return _ManifestReader(stream, source, Path(workdir)).read()
         except ijson.JSONError as exc:
-            detail = " ".join(str(exc).split())
+            detail = " ".join(str(exc).split())[:200]
             raise ManifestError(source, [f"is not valid JSON ({detail})"]) from None
 
 
 _HEAD_KEYS = ("version", "labels", "images")
+_HEAD_PREFIXES = ("version", "labels.item", "images.item")
 _CONTAINER_START = ("start_map", "start_array")
-_CONTAINER_END = ("end_map", "end_array")
 
 
-def _read_head(stream: BinaryIO) -> dict[str, list]:
-    """version, labels and images in one pass that stops where the shapes begin, when they come
-    last (as writers put them); otherwise it walks on past them."""
-    stream.seek(0)
-    found: dict[str, list] = {key: [] for key in _HEAD_KEYS}
-    complete: set[str] = set()
-    builder, depth, sink = None, 0, None
-    for prefix, event, value in ijson.parse(stream, use_float=True):
+def top_level_values(
+    events: Iterator[tuple[str, str, Any]], prefixes: tuple[str, ...]
+) -> Iterator[tuple[str, Any]]:
+    """(prefix, value) for each whole value at one of `prefixes` ("images.item": each image),
+    and ("", key) for each key of the root object, so that a reader may stop early."""
+    builder, depth, current = None, 0, ""
+    for prefix, event, value in events:
         if builder is not None:
             builder.event(event, value)
-            depth += (event in _CONTAINER_START) - (event in _CONTAINER_END)
+            depth += _DEPTH_STEP.get(event, 0)
             if depth == 0:
-                sink.append(builder.value)
+                yield current, builder.value
                 builder = None
-            continue
-        if prefix == "" and event == "map_key":
-            if value == "shapes" and complete >= set(_HEAD_KEYS):
-                break
-            complete.add(value)
-        elif prefix == "version" and event not in _CONTAINER_START + _CONTAINER_END:
-            found["version"].append(value)
-        elif prefix in ("labels.item", "images.item"):
-            sink = found[prefix.split(".")[0]]
+        elif prefix in prefixes:
             if event in _CONTAINER_START:
-                builder, depth = ijson.ObjectBuilder(), 1
+                builder, depth, current = ijson.ObjectBuilder(), 1, prefix
                 builder.event(event, value)
-            else:
-                sink.append(value)
-    return found
+            elif _DEPTH_STEP.get(event, 0) == 0:
+                yield prefix, value
+        elif prefix == "" and event == "map_key":
+            yield "", value
 
 
 def _mask_mismatch(spec: ShapeSpec, image: ImageRecord) -> str | None:
-    """What is wrong with where a mask lies, if anything: its rle covers the image, or its box,
-    which lies within the image."""
+    """What is wrong with a mask, if anything: its runs must cover its size exactly, and it
+    covers the image, or its box, which lies within the image."""
     size = spec.rle["size"]
     if not (isinstance(size, list) and len(size) == 2
             and all(type(v) is int and v >= 0 for v in size)):
-        return f"mask size {size!r} is not [height, width] in whole pixels"
+        return f"mask size {shown(size)} is not [height, width] in whole pixels"
+    try:
+        height, width, runs = checked_runs(spec.rle)
+    except ValueError as exc:
+        return f"mask RLE is broken ({exc})"
+    if len(runs) > MAX_RLE_RUNS:
+        return f"mask has {len(runs):,} runs, more than {MAX_RLE_RUNS:,}"
+    size = [height, width]
     if spec.box is None:
         if size != [image.height, image.width]:
-            return f"mask size {spec.rle['size']} is not the image size [{image.height}, {image.width}]"
+            return f"mask size {size} is not the image size [{image.height}, {image.width}]"
         return None
-    left, top, width, height = spec.box
-    if size != [height, width]:
-        return f"mask size {spec.rle['size']} is not its box's [height, width] [{height}, {width}]"
-    if left < 0 or top < 0 or left + width > image.width or top + height > image.height:
+    left, top, box_width, box_height = spec.box
+    if size != [box_height, box_width]:
+        return f"mask size {size} is not its box's [height, width] [{box_height}, {box_width}]"
+    if left < 0 or top < 0 or left + box_width > image.width or top + box_height > image.height:
         return f"mask box {list(spec.box)} does not lie within the {image.width}x{image.height} image"
     return None
 
 
-def _read(stream, source, workdir, problem, problems) -> Manifest:
-    head = _read_head(stream)
-    versions = head["version"]
-    if versions != [MANIFEST_VERSION]:
-        found = versions[0] if versions else "none"
-        raise ManifestError(source, [f"version is {found!r}; this service reads version 1"])
+def edge_rows(points: np.ndarray, height: int) -> int:
+    """The image rows a polygon's edges cross, in all: what Pillow's fill walks for it."""
+    y = np.clip(np.floor(points[1::2] + 0.5), 0, height)
+    return int(np.abs(np.diff(y, append=y[:1])).sum())
 
-    labels: list[tuple[str, Color]] = []
-    for i, raw in enumerate(head["labels"]):
+
+class _ImageIndex:
+    """Image ids to their position, and the output files each image claims, kept compactly:
+    a manifest may list millions of images."""
+
+    def __init__(self) -> None:
+        self.position: dict[int | str, int] = {}
+        self._claims: dict[int, int] = {}  # hash of (subset, item name) -> position
+        self._colliding: dict[tuple[str, str], int] = {}  # the rare pairs whose hashes meet
+
+    def claimant(self, images: list[ImageRecord], record: ImageRecord) -> ImageRecord | None:
+        """The earlier image writing the same files as `record`, else None (and `record`'s
+        claim is kept, at position len(images))."""
+        key = (record.subset, record.item_name)
+        earlier = self._claims.get(hash(key))
+        if earlier is None:
+            self._claims[hash(key)] = len(images)
+            return None
+        if (images[earlier].subset, images[earlier].item_name) == key:
+            return images[earlier]
+        other = self._colliding.setdefault(key, len(images))
+        return images[other] if other != len(images) else None
+
+
+_shared: dict[Any, Any] = {}
+
+
+def _share(value: Any) -> Any:
+    """One object for the values images repeat (sizes, subsets): 1,000,000 images, 100 MB less."""
+    if len(_shared) > 10_000:
+        _shared.clear()
+    return _shared.setdefault(value, value)
+
+
+class _ManifestReader:
+    def __init__(self, stream: BinaryIO, source: str, workdir: Path):
+        self.stream, self.source, self.workdir = stream, source, workdir
+        self.problems: list[str] = []
+        self.labels: list[tuple[str, Color]] = []
+        self.images: list[ImageRecord] = []
+        self.index = _ImageIndex()
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+        if len(self.problems) >= MAX_PROBLEMS:
+            raise ManifestError(self.source, self.problems)
+
+    def read(self) -> Manifest:
+        versions, rest = self._read_head()
+        if versions != [MANIFEST_VERSION]:
+            found = shown(versions[0]) if versions else "'none'"
+            raise ManifestError(
+                self.source, [f"version is {found}; this service reads version 1"]
+            )
+        if len(self.problems) >= MAX_PROBLEMS:
+            raise ManifestError(self.source, self.problems)
+        if not self.images and not self.problems:
+            self.problem("has no images")
+        store = ShapeStore(self.workdir / "shapes.sqlite")
+        store.create()
+        try:
+            count = self._read_shapes(store, rest)
+        except BaseException:
+            store.close()
+            raise
+        store.finish()
+        if self.problems:
+            store.close()
+            raise ManifestError(self.source, self.problems)
+        return Manifest(self.labels, self.images, store, count)
+
+    def _read_head(self) -> tuple[list[Any], Iterator | None]:
+        """version, labels and images in one pass that stops where the shapes begin, when they
+        come last (as writers put them); otherwise it walks on past them. Problems are kept
+        until the version is known (a file of another version fails on that alone)."""
+        versions: list[Any] = []
+        seen: set[str] = set()
+        counts = {"labels.item": 0, "images.item": 0}
+        events = json_events(self.stream, self.source)
+        for prefix, value in top_level_values(events, _HEAD_PREFIXES):
+            if prefix == "":
+                if value == "shapes" and seen >= set(_HEAD_KEYS):
+                    return versions, events  # the shapes pass goes on from here
+                seen.add(value)
+            elif prefix == "version":
+                versions.append(value)
+            elif len(self.problems) < MAX_PROBLEMS:
+                i = counts[prefix]
+                (self._add_label if prefix == "labels.item" else self._add_image)(i, value)
+            if prefix in counts:
+                counts[prefix] += 1
+        return versions, None
+
+    def _add_label(self, i: int, raw: Any) -> None:
         try:
             spec = LabelSpec.model_validate(raw)
-            labels.append((spec.name, parse_color(spec.color, f"label {spec.name!r}")))
+            self.labels.append((spec.name, parse_color(spec.color, f"label {spec.name!r}")))
         except ValidationError as exc:
-            problem(f"labels[{i}]: {_format_error(exc)}")
+            self.problems.append(f"labels[{i}]: {_format_error(exc)}")
         except LabelMapError as exc:
-            problem(f"labels[{i}]: {exc}")
+            self.problems.append(f"labels[{i}]: {exc}")
 
-    images: list[ImageRecord] = []
-    index_of: dict[int | str, int] = {}
-    seen_paths: dict[tuple[str, str], str] = {}
-    for i, raw in enumerate(head["images"]):
+    def _add_image(self, i: int, raw: Any) -> None:
         try:
             spec = ImageSpec.model_validate(raw)
         except ValidationError as exc:
             name = raw.get("name") if isinstance(raw, dict) else None
-            problem(f"images[{i}] ({name!r}): {_format_error(exc)}")
-            continue
-        record = ImageRecord(spec.id, spec.name, spec.width, spec.height, spec.subset)
-        key = (record.subset, record.item_name)
-        if spec.id in index_of:
-            problem(f"images[{i}] ({spec.name!r}): id {spec.id!r} is used twice")
-            continue
-        if key in seen_paths:
-            problem(
-                f"images[{i}] ({spec.name!r}): same output files as {seen_paths[key]!r}"
-                f" in subset {record.subset!r}"
+            self.problems.append(f"images[{i}] ({shown(name)}): {_format_error(exc)}")
+            return
+        if spec.id in self.index.position:
+            self.problems.append(
+                f"images[{i}] ({shown(spec.name)}): id {shown(spec.id)} is used twice"
             )
-            continue
-        seen_paths[key] = spec.name
-        index_of[spec.id] = len(images)
-        images.append(record)
-    if not images and not problems:
-        problem("has no images")
+            return
+        record = ImageRecord(
+            spec.id, spec.name, _share(spec.width), _share(spec.height), _share(spec.subset)
+        )
+        earlier = self.index.claimant(self.images, record)
+        if earlier is not None:
+            self.problems.append(
+                f"images[{i}] ({shown(spec.name)}): same output files as {shown(earlier.name)}"
+                f" in subset {shown(record.subset)}"
+            )
+            return
+        self.index.position[spec.id] = len(self.images)
+        self.images.append(record)
 
-    store = ShapeStore(workdir / "shapes.sqlite")
-    store.create()
-    batch: list[tuple] = []
-    count = 0
-    for i, raw in enumerate(_items(stream, "shapes.item")):
-        count += 1
+    def _read_shapes(self, store: ShapeStore, rest: Iterator | None) -> int:
+        """Shapes, from where the head pass stopped (at the key "shapes") or from the start."""
+        shapes_of = np.zeros(len(self.images), np.int64)  # per image, for the limits
+        rows_of = np.zeros(len(self.images), np.int64)
+        batch: list[tuple] = []
+        count = 0
+        events = rest if rest is not None else json_events(self.stream, self.source)
+        for prefix, raw in top_level_values(events, ("shapes.item",)):
+            if prefix == "":
+                continue
+            row = self._shape_row(count, raw, shapes_of, rows_of)
+            count += 1
+            if row is not None:
+                batch.append(row)
+            if len(batch) >= 1000:
+                store.add(batch)
+                batch.clear()
+        store.add(batch)
+        return count
+
+    def _shape_row(
+        self, i: int, raw: Any, shapes_of: np.ndarray, rows_of: np.ndarray
+    ) -> tuple | None:
         try:
             spec = ShapeSpec.model_validate(raw)
         except ValidationError as exc:
             image = raw.get("image") if isinstance(raw, dict) else None
-            problem(f"shapes[{i}] (image {image!r}): {_format_error(exc)}")
-            continue
-        image_index = index_of.get(spec.image)
+            self.problem(f"shapes[{i}] (image {shown(image)}): {_format_error(exc)}")
+            return None
+        image_index = self.index.position.get(spec.image)
         if image_index is None:
-            problem(f"shapes[{i}]: image {spec.image!r} is not in the images list")
-            continue
-        record = images[image_index]
+            self.problem(f"shapes[{i}]: image {shown(spec.image)} is not in the images list")
+            return None
+        record = self.images[image_index]
+        where = f"shapes[{i}] (image {shown(record.name)})"
+        shapes_of[image_index] += 1
+        if shapes_of[image_index] > MAX_SHAPES_PER_IMAGE:
+            if shapes_of[image_index] == MAX_SHAPES_PER_IMAGE + 1:
+                self.problem(f"{where}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+            return None
         points = np.asarray(spec.points, np.float64)
+        if spec.type != "mask":
+            rows_before = rows_of[image_index]
+            rows_of[image_index] += edge_rows(points, record.height)
+            if rows_of[image_index] > MAX_EDGE_ROWS >= rows_before:
+                self.problem(
+                    f"{where}: the image's polygon edges cross more than {MAX_EDGE_ROWS:,} rows"
+                    " in all (each edge counts the rows it spans), more than can be drawn in"
+                    " reasonable time"
+                )
+                return None
         rle = None
         if spec.rle is not None:
             mismatch = _mask_mismatch(spec, record)
             if mismatch:
-                problem(f"shapes[{i}] (image {record.name!r}): {mismatch}")
-                continue
+                self.problem(f"{where}: {mismatch}")
+                return None
             stored = {"size": spec.rle["size"], "counts": spec.rle["counts"]}
             if spec.box is not None:
                 stored["box"] = spec.box
             rle = json.dumps(stored)
-        batch.append(
-            (
-                image_index,
-                i,
-                spec.z_order,
-                spec.label,
-                SHAPE_KINDS.index(spec.type),
-                spec.is_crowd,
-                spec.instance,
-                points.tobytes(),
-                rle,
-            )
+        return (
+            image_index,
+            i,
+            spec.z_order,
+            spec.label,
+            SHAPE_KINDS.index(spec.type),
+            spec.is_crowd,
+            spec.instance,
+            points.tobytes(),
+            rle,
         )
-        if len(batch) >= 1000:
-            store.add(batch)
-            batch.clear()
-    store.add(batch)
-    store.finish()
-    if problems:
-        store.close()
-        raise ManifestError(source, problems)
-    return Manifest(labels, images, store, count)
-

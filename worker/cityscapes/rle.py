@@ -8,26 +8,40 @@ import cv2
 import numpy as np
 
 
-def decode_counts(counts: str) -> list[int]:
-    """Run lengths from COCO's compressed string form (6-bit groups, delta-coded from run 3)."""
-    runs: list[int] = []
-    pos = 0
-    while pos < len(counts):
-        value = shift = 0
-        while True:
-            char = ord(counts[pos]) - 48
-            pos += 1
-            value |= (char & 0x1F) << shift
-            shift += 5
-            if not char & 0x20:
-                if char & 0x10:
-                    value |= -1 << shift
-                break
-            if pos >= len(counts):
-                raise ValueError("RLE string ends inside a number")
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
+# A run is at most a mask's pixels (MAX_PIXELS, 2^28) and a delta-coded one twice that: 30 bits,
+# six characters of five. A longer number can only be hostile (a 100-bit run).
+MAX_NUMBER_CHARS = 7
+# Beyond this a mask's size is not an image's (16384x16384 is 2^28): refused before any sum.
+MAX_MASK_PIXELS = 1 << 32
+
+
+def decode_counts(counts: str) -> np.ndarray:
+    """Run lengths (int64) from COCO's compressed string form (6-bit groups, delta-coded from
+    run 3), vectorized; ValueError names what is wrong with the string."""
+    if not counts.isascii():
+        raise ValueError("RLE string holds characters outside '0' to 'o'")
+    codes = np.frombuffer(counts.encode(), np.uint8).astype(np.int64) - 48
+    if not codes.size:
+        return np.zeros(0, np.int64)
+    if codes.min() < 0 or codes.max() > 63:
+        raise ValueError("RLE string holds characters outside '0' to 'o'")
+    last = np.flatnonzero((codes & 0x20) == 0)  # a number's last character
+    if not last.size or last[-1] != codes.size - 1:
+        raise ValueError("RLE string ends inside a number")
+    first = np.concatenate(([0], last[:-1] + 1))
+    lengths = last - first + 1
+    if lengths.max() > MAX_NUMBER_CHARS:
+        raise ValueError(
+            f"RLE string holds a number of {int(lengths.max())} characters, more than any"
+            f" mask's run takes ({MAX_NUMBER_CHARS})"
+        )
+    position = np.arange(codes.size) - np.repeat(first, lengths)
+    values = np.add.reduceat((codes & 0x1F) << (5 * position), first)
+    negative = (codes[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])  # run i > 2 is coded as its difference to run i - 2
+    runs[2::2] = np.cumsum(values[2::2])
     return runs
 
 
@@ -48,18 +62,50 @@ def encode_counts(runs: list[int]) -> str:
     return "".join(out)
 
 
-def _checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
-    height, width = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    runs = np.asarray(decode_counts(counts) if isinstance(counts, str) else counts, np.int64)
-    if runs.ndim != 1 or (runs < 0).any() or runs.sum() != height * width:
-        raise ValueError(f"RLE runs cover {runs.sum()} pixels, the mask has {height * width}")
+def checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
+    """(height, width, runs) of an RLE whose runs are whole, non-negative and cover exactly its
+    size; ValueError otherwise. Checked with bounds before any numpy sum can wrap around."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(type(v) is int and v >= 0 for v in size)):
+        raise ValueError("RLE size is not [height, width] in whole pixels")
+    height, width = size
+    pixels = height * width
+    if pixels > MAX_MASK_PIXELS:
+        raise ValueError(f"RLE size {height}x{width} is larger than any image")
+    counts = rle.get("counts")
+    if isinstance(counts, str):
+        runs = decode_counts(counts)
+    elif isinstance(counts, list):
+        runs = _whole_numbers(counts)
+    else:
+        raise ValueError("RLE counts are neither a string nor a list of numbers (whole ones)")
+    if runs.size and (runs.min() < 0 or runs.max() > pixels):
+        raise ValueError(f"RLE runs lie outside 0 to {pixels} (the mask's pixels)")
+    covered = int(runs.sum())  # each run within 0..2^32 and fewer than 2^31 runs: no wrap
+    if covered != pixels:
+        raise ValueError(f"RLE runs cover {covered} pixels, the mask has {pixels}")
     return height, width, runs
+
+
+def _whole_numbers(values: list) -> np.ndarray:
+    """A list of JSON numbers as int64, if each is a whole number within int64."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, OverflowError, TypeError):
+        array = None
+    if array is not None and array.ndim == 1 and array.dtype.kind == "f":
+        if np.isfinite(array).all() and (array == np.round(array)).all() \
+                and np.abs(array).max(initial=0) < 2.0**53:
+            return array.astype(np.int64)
+    elif array is not None and array.ndim == 1 and (array.dtype.kind in "iu" or not array.size):
+        return array.astype(np.int64)
+    raise ValueError("RLE counts are neither a string nor a list of numbers (whole ones)")
 
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
-    height, width = (int(v) for v in rle["size"])
+    height, width, _ = checked_runs(rle)
     x0, y0, crop = decode_mask_box(rle)
     mask = np.zeros((height, width), np.bool_)
     mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
@@ -70,7 +116,7 @@ def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     """(x0, y0, crop): the mask's pixels within their bounding box, decoded without building the
     whole image or its full-height columns: the work is that of the runs and of the box. An
     empty mask gives a (0, 0) crop."""
-    height, width, runs = _checked_runs(rle)
+    height, width, runs = checked_runs(rle)
     ends = np.cumsum(runs)
     starts = ends - runs
     ones = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
