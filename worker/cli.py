@@ -3,14 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
+import tempfile
+import threading
+import warnings
 from collections.abc import Sequence
 
-from worker.errors import CityscapesWorkerError
+from worker.errors import CityscapesWorkerError, LabelMapError
 
 ANNOTATION_FORMATS = ("auto", "manifest", "cvat", "coco")
+LABEL_MAP_LIMIT = 16 << 20  # bytes; 256 labels fit in a few KB
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Faults of where the output goes rather than of our code: one line, exit 2.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: raised where the run is, so that every `with` cleans up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    for number in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+        signal.signal(number, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (Pillow's, numpy's) as one line each, like the job's own."""
+    print("warning: " + " ".join(str(message).split()), file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
+def _jobs(args: argparse.Namespace) -> int | None:
+    from worker.errors import ClientError
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ClientError(f"--jobs {args.jobs}: give 1 or more processes")
+    return args.jobs
 
 
 def _progress_bar(enabled: bool):
@@ -68,9 +111,10 @@ def _import(args: argparse.Namespace) -> int:
 
 def _run_local(run, spec, args: argparse.Namespace, counted: str) -> int:
     """Run a job in this process with a progress bar; print warnings and the summary."""
+    jobs = _jobs(args)
     update, close = _progress_bar(sys.stderr.isatty() and not args.quiet)
     try:
-        result = run(spec, jobs=args.jobs, progress=update)
+        result = run(spec, jobs=jobs, progress=update)
     finally:
         close()
     for warning in result["warnings"][:20]:
@@ -122,12 +166,27 @@ def _submit_import(args: argparse.Namespace) -> int:
 
 
 def _label_map(value: str):
-    """source, cityscapes, or the entries of a label map file."""
+    """source, cityscapes, or the entries of a label map file (read from a pipe too; bounded)."""
     if value in ("source", "cityscapes"):
         return value
     from worker.jobs import load_label_map_file
+    from worker.storage.local import regular_input
 
-    return load_label_map_file(value)
+    with tempfile.TemporaryDirectory(prefix="cityscapes-labels-") as workdir:
+        try:
+            path = regular_input(value, "label map", workdir, LABEL_MAP_LIMIT)
+        except CityscapesWorkerError as exc:
+            raise LabelMapError(str(exc)) from None
+        if path.stat().st_size > LABEL_MAP_LIMIT:
+            raise LabelMapError(
+                f"label map {value}: over {LABEL_MAP_LIMIT >> 20} MiB; not a label map")
+        try:
+            return load_label_map_file(str(path))
+        except LabelMapError as exc:
+            raise LabelMapError(str(exc).replace(str(path), value)) from None
+        except RecursionError:
+            raise LabelMapError(
+                f"label map {value}: JSON nested too deep; not a label map") from None
 
 
 def _follow(job_id: str, quiet: bool) -> int:
@@ -163,13 +222,13 @@ def _cancel(args: argparse.Namespace) -> int:
 def _preview(args: argparse.Namespace) -> int:
     from worker.cityscapes.preview import preview_archive
     from worker.local_import import open_archive
-    from worker.storage.local import atomic_output, local_path
+    from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
-    output = local_path(args.output)
-    if not output.parent.is_dir():
-        raise CityscapesWorkerError(f"output {args.output}: folder {output.parent} does not exist")
-    with open_archive(args.zip) as archive:
-        preview = preview_archive(archive, args.image)
+    output = output_path(args.output, [local_path(args.zip)])
+    with tempfile.TemporaryDirectory(prefix="cityscapes-preview-") as workdir:
+        path = regular_input(args.zip, "archive", workdir)
+        with open_archive(args.zip, path) as archive:
+            preview = preview_archive(archive, args.image)
     with atomic_output(output) as out:
         out.write(preview.png)
     photo = "over its photo" if preview.item.photo else "on grey (no photo in the zip)"
@@ -208,12 +267,16 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+JOBS_HELP = ("processes drawing images (default: every core); never more than the cores this"
+             " process may use, nor than the images")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cityscapes-worker",
         description="Convert segmentation annotations to and from the Cityscapes format.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     export = commands.add_parser("export", help="annotations -> Cityscapes zip, in this process")
     export.add_argument("--annotations", required=True,
@@ -234,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--train-ids", action="store_true", help="also write labelTrainIds PNGs")
     export.add_argument("--no-polygons-json", action="store_true", help="skip polygons.json")
     _add_layout_options(export)
-    export.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes (all cores)")
+    export.add_argument("--jobs", type=int, help=JOBS_HELP)
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=_export)
@@ -245,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--format", choices=["manifest", "coco"], default="manifest")
     imp.add_argument("--shapes", choices=["polygon", "mask"], default="polygon")
     imp.add_argument("--labels", help="task labels to map onto (JSON list or label_color.txt)")
-    imp.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes (all cores)")
+    imp.add_argument("--jobs", type=int, help=JOBS_HELP)
     imp.add_argument("--json", action="store_true", help="print the result as JSON")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(handler=_import)
@@ -296,20 +359,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    here = threading.current_thread() is threading.main_thread()  # signals reach that one only
+    handlers = {number: signal.signal(number, _stop) for number in STOP_SIGNALS} if here else {}
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
         return args.handler(args)
+    except Stopped as stop:
+        print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     except CityscapesWorkerError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        # Whoever read our standard output stopped reading; nothing more can be said there.
+        sys.stdout = open(os.devnull, "w")
+        print("error: standard output closed by its reader", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS or os.environ.get("CITYSCAPES_WORKER_DEBUG"):
+            return _unexpected(exc)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        if os.environ.get("CITYSCAPES_WORKER_DEBUG"):
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
+        return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> int:
+    if os.environ.get("CITYSCAPES_WORKER_DEBUG"):
+        raise exc
+    print(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

@@ -72,3 +72,15 @@ class PoisonChunk(CityscapesWorkerError):
 
 class IncompleteJob(CityscapesWorkerError):
     """A job's parts did not all arrive (a chunk lost); retrying the assembly cannot help."""
+
+
+class OutputPathError(ClientError):
+    """An output path that cannot or must not be written: a folder, a link, a device, an input."""
+
+
+class InputStreamError(ClientError):
+    """An input read from a pipe or a device that cannot be spooled (too large, a terminal)."""
+
+
+class PoolProcessDied(CityscapesWorkerError):
+    """A pool process of an in-process run died (the OOM killer, a crash) while on an item."""

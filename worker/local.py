@@ -1,18 +1,18 @@
 """The export in one process on local files: the CLI's embedded default (no Redis, no S3).
 
-Images are drawn by a pool of forked processes (one per core by default). Each writes the zip
-entries it encodes to a spool file of its own and sends back only where they are; the parent
-copies them into the archive in image order (in the kernel), so it stays out of the workers' way
-and memory stays flat however many images there are.
+Images are drawn by a pool of forked processes (one per core by default, at most one per core
+and per image). Each writes the zip entries it encodes to a spool file of its own and sends back
+only where they are; the parent copies them into the archive in image order (in the kernel), so
+it stays out of the workers' way and memory stays flat however many images there are.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -21,8 +21,10 @@ from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
 from worker.errors import ClientError
 from worker.jobs import ExportSpec
+from worker.local_pool import ordered_map, pool_size
 from worker.pipeline import ImageJob, ImageRun
-from worker.storage.local import local_path
+from worker.storage import join_url
+from worker.storage.local import local_path, output_path, regular_input, staged_output
 
 Progress = Callable[[int, int], None]
 
@@ -38,18 +40,19 @@ class SpooledRun:
     warnings: list[str]
 
 
-_pool_state: tuple[ImageJob, ShapeStore, BinaryIO] | None = None
+_pool_state: tuple[ImageJob, ShapeStore, BinaryIO | None] | None = None
 
 
-def _init_pool(job: ImageJob, store: ShapeStore, spool_dir: str) -> None:
+def _init_pool(job: ImageJob, store: ShapeStore, spool_dir: str | None) -> None:
     global _pool_state
-    spool = open(os.path.join(spool_dir, f"{os.getpid()}.run"), "wb")
+    spool = open(os.path.join(spool_dir, f"{os.getpid()}.run"), "wb") if spool_dir else None
     _pool_state = (job, store, spool)
 
 
 def _run_one(item: tuple[int, ImageRecord]) -> SpooledRun:
     assert _pool_state is not None
     job, store, spool = _pool_state
+    assert spool is not None
     index, image = item
     run = job.encode(image, store.shapes_of(index))
     offset = spool.tell()
@@ -58,17 +61,27 @@ def _run_one(item: tuple[int, ImageRecord]) -> SpooledRun:
     return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings)
 
 
+def _run_here(item: tuple[int, ImageRecord]) -> ImageRun:
+    assert _pool_state is not None
+    job, store, _ = _pool_state
+    index, image = item
+    return job.encode(image, store.shapes_of(index))
+
+
 def _exports(
-    job: ImageJob, store: ShapeStore, images: list[ImageRecord], jobs: int, spool_dir: str
+    job: ImageJob, store: ShapeStore, images: list[ImageRecord], jobs: int | None, spool_dir: str
 ) -> Iterator[ImageRun | SpooledRun]:
     """Each image drawn and encoded, in order; in pool processes when jobs > 1."""
-    if jobs <= 1 or len(images) <= 1:
-        for index, image in enumerate(images):
-            yield job.encode(image, store.shapes_of(index))
-        return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(min(jobs, len(images)), _init_pool, (job, store, spool_dir)) as pool:
-        yield from pool.imap(_run_one, enumerate(images), chunksize=1)
+    workers = pool_size(jobs, len(images))
+    if workers <= 1:
+        return ordered_map(_run_here, list(enumerate(images)), 1, _init_pool,
+                           (job, store, None), _image_name, spool_dir)
+    return ordered_map(_run_one, list(enumerate(images)), workers, _init_pool,
+                       (job, store, spool_dir), _image_name, spool_dir)
+
+
+def _image_name(item: tuple[int, ImageRecord]) -> str:
+    return f"image {item[1].name!r}"
 
 
 def _local_only(location: str) -> str:
@@ -77,36 +90,44 @@ def _local_only(location: str) -> str:
     return location
 
 
+def _photos_of(spec: ExportSpec, images: list[ImageRecord]) -> list[str]:
+    """The photo files an export reads, which its output must not replace."""
+    if not (spec.save_images and spec.images):
+        return []
+    return [str(local_path(join_url(spec.images, image.name))) for image in images]
+
+
 def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
     """Export `spec` on local files; returns the job result of SPEC.md section 2."""
     started = time.perf_counter()
-    output = local_path(_local_only(spec.output))
     if spec.images:
         _local_only(spec.images)
-    if not output.parent.is_dir():
-        raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
+    _local_only(spec.annotations)
+    output = output_path(_local_only(spec.output), [local_path(spec.annotations)])
     with tempfile.TemporaryDirectory(prefix="cityscapes-export-") as workdir:
-        annotations = local_path(_local_only(spec.annotations))
+        annotations = regular_input(spec.annotations, "annotations", workdir)
         manifest = load_annotations(
-            annotations, workdir, spec.annotations_format,
+            annotations, workdir, spec.annotations_format, name=spec.annotations,
             coco_rle_instances=spec.coco_rle_instances)
-        job = ImageJob.for_spec(spec, manifest.labels)
+        output_path(spec.output, _photos_of(spec, manifest.images))
+        job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)
         total, objects = len(manifest.images), 0
-        with ArchiveWriter(output) as archive:
+        with staged_output(output) as staged, ArchiveWriter(staged) as archive:
             archive.add([job.label_color_part()])
-            workers = jobs or os.cpu_count() or 1
-            results = _exports(job, manifest.store, manifest.images, workers, workdir)
-            for done, result in enumerate(results, 1):
-                if isinstance(result, SpooledRun):
-                    archive.add_spooled(result.path, result.offset, result.size, result.records)
-                else:
-                    archive.add_run(result.blob, result.records)
-                objects += result.objects
-                warnings.extend(result.warnings)
-                if progress:
-                    progress(done, total)
-            size = archive.commit()
+            results = _exports(job, manifest.store, manifest.images, jobs, workdir)
+            with closing(results):
+                for done, result in enumerate(results, 1):
+                    if isinstance(result, SpooledRun):
+                        archive.add_spooled(result.path, result.offset, result.size, result.records)
+                    else:
+                        archive.add_run(result.blob, result.records)
+                    objects += result.objects
+                    warnings.extend(result.warnings)
+                    if progress:
+                        progress(done, total)
+            archive.commit()
+        size = output.stat().st_size
         manifest.store.close()
     return {
         "output": spec.output,

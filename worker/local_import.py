@@ -1,14 +1,16 @@
 """The import in one process on local files (the CLI's `import`): a pool of forked processes
-decodes and traces the items; the parent streams the manifest out, so memory stays flat."""
+(at most one per core and per item) decodes and traces the items; the parent streams the
+manifest out, so memory stays flat."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 
 from worker.cityscapes.importer import (
     DOCUMENT_TAIL,
@@ -20,15 +22,16 @@ from worker.cityscapes.importer import (
 )
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import (
-    ArchiveError,
     Item,
     archive_label_map,
+    open_zip,
     read_member,
     scan_archive,
 )
 from worker.errors import ClientError
 from worker.jobs import ImportSpec
-from worker.storage.local import atomic_output, local_path
+from worker.local_pool import ordered_map, pool_size
+from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
 Progress = Callable[[int, int], None]
 
@@ -53,43 +56,47 @@ def _import_one(item: Item) -> ImportedImage:
     return import_item(item, files, label_map, shapes, output_format)
 
 
-def _imports(path: str, items: list[Item], settings: tuple, jobs: int) -> Iterator[ImportedImage]:
-    if jobs <= 1 or len(items) <= 1:
-        _init(path, *settings)
-        yield from map(_import_one, items)
-        return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(min(jobs, len(items)), _init, (path, *settings)) as pool:
-        yield from pool.imap(_import_one, items, chunksize=1)
+def _imports(
+    path: str, items: list[Item], settings: tuple, jobs: int | None, spool_dir: str
+) -> Iterator[ImportedImage]:
+    return ordered_map(_import_one, items, pool_size(jobs, len(items)), _init, (path, *settings),
+                       lambda item: f"image {item.name!r}", spool_dir)
 
 
-def open_archive(url: str) -> zipfile.ZipFile:
-    """A local zip, or a one-line error naming it."""
+def open_archive(url: str, path: str | os.PathLike | None = None) -> zipfile.ZipFile:
+    """A local zip (at `path` when it was spooled there), or a one-line error naming it."""
     try:
-        return zipfile.ZipFile(local_path(url))
-    except (FileNotFoundError, IsADirectoryError):
+        return open_zip(path or local_path(url), url)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ClientError(f"{url}: no such file") from None
-    except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{url}: not a zip archive ({exc})") from None
+    except PermissionError:
+        raise ClientError(f"{url}: permission denied") from None
 
 
 def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
     started = time.perf_counter()
-    archive_path = str(local_path(spec.archive))
-    output = local_path(spec.output)
-    if not output.parent.is_dir():
-        raise ClientError(f"output {spec.output}: folder {output.parent} does not exist")
-    with open_archive(spec.archive) as archive:
+    output = output_path(spec.output, [local_path(spec.archive)])
+    with tempfile.TemporaryDirectory(prefix="cityscapes-import-") as workdir:
+        archive_path = regular_input(spec.archive, "archive", workdir)
+        return _run_import(spec, archive_path, output, workdir, jobs, progress, started)
+
+
+def _run_import(spec: ImportSpec, archive_path: Path, output: Path, workdir: str,
+                jobs: int | None, progress: Progress | None, started: float) -> dict:
+    with open_archive(spec.archive, archive_path) as archive:
         index = scan_archive(archive)
         label_map = archive_label_map(archive, index.label_file)
     warnings: list[str] = []
     images: list[dict] = []
     shapes_written = changed = 0
-    with tempfile.TemporaryFile("w+") as shapes_file, atomic_output(output, "w") as out:
+    settings = (label_map, spec.shapes, spec.format)
+    task_labels = spec.task_labels()
+    with (
+        tempfile.TemporaryFile("w+", dir=workdir) as shapes_file,
+        atomic_output(output, "w") as out,
+        closing(_imports(str(archive_path), index.items, settings, jobs, workdir)) as results,
+    ):
         first = True
-        settings = (label_map, spec.shapes, spec.format)
-        results = _imports(archive_path, index.items, settings, jobs or os.cpu_count() or 1)
-        task_labels = spec.task_labels()
         for number, result in enumerate(results, 1):
             if task_labels is not None:
                 result = map_onto_task(result, task_labels)
