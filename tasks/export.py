@@ -71,8 +71,9 @@ def export(self, **raw_spec):
         with tempfile.TemporaryDirectory(prefix="cityscapes-plan-") as workdir:
             path = Path(workdir) / "annotations.json"
             storage_for(spec.annotations).download(spec.annotations, path)
-            manifest = load_annotations(path, workdir, spec.annotations_format, spec.annotations)
-            job = ImageJob.for_spec(spec, manifest.labels)  # validates the label map now
+            manifest = load_annotations(
+                path, workdir, spec.annotations_format, spec.annotations, spec.coco_rle_instances)
+            job = ImageJob.plan(spec, manifest)  # label map and zip paths checked now
             images = manifest.images
             size = settings.chunk_size
             chunks = [range(start, min(start + size, len(images))) for start in range(0, len(images), size)]

@@ -10,18 +10,26 @@ import json
 from dataclasses import dataclass
 
 from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
-from worker.cityscapes.export import ExportOptions, ImageExport, ZipLayout, ZipPart, export_image
+from worker.cityscapes.export import (
+    ExportOptions,
+    ImageExport,
+    ZipLayout,
+    ZipPart,
+    export_image,
+    gt_path,
+)
 from worker.cityscapes.images import left_image_part
 from worker.cityscapes.labels import Color, LabelMap
 from worker.cityscapes.manifest import (
     ImageRecord,
+    Manifest,
     Shape,
     image_from_row,
     image_to_row,
     shape_from_row,
     shape_to_row,
 )
-from worker.errors import ImageSourceError, StorageNotFound
+from worker.errors import ClientError, ImageSourceError, StorageNotFound
 from worker.jobs import ExportSpec, build_label_map
 from worker.storage import join_url, storage_for
 
@@ -59,6 +67,27 @@ class ImageJob:
             spec.save_images,
             spec.image_ext,
         )
+
+    @classmethod
+    def plan(cls, spec: ExportSpec, manifest: Manifest) -> ImageJob:
+        """The job for a read manifest: its label map chosen and checked, and every image's
+        files at paths of their own in the zip."""
+        job = cls.for_spec(spec, manifest.labels)
+        job.check_member_names(manifest.images)
+        return job
+
+    def check_member_names(self, images: list[ImageRecord]) -> None:
+        """Two images whose files would land on one zip path (the layout's city folders and
+        `default_city` can map different names there) are refused, naming both."""
+        seen: dict[str, str] = {}
+        for image in images:
+            path = gt_path(image, "", self.options.layout)
+            if path in seen:
+                raise ClientError(
+                    f"images {seen[path]!r} and {image.name!r} would both be written as"
+                    f" {path}* in the {self.options.layout.name!r} layout; rename one"
+                )
+            seen[path] = image.name
 
     def job_warnings(self, spec: ExportSpec) -> list[str]:
         if spec.train_ids and not self.label_map.official:

@@ -152,3 +152,21 @@ def test_default_city_must_be_one_folder_name(tmp_path):
     assert run.returncode == 2 and "default_city" in run.stderr
     assert len(run.stderr.splitlines()) == 1
     assert not (tmp_path / "o.zip").exists()
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--layout", "cityscapes"], ["lindau_000000_000019.png", "lindau/lindau_000000_000019.png"]),
+    (["--default-city", "x"], ["a.png", "x/a.png"]),
+])
+def test_two_images_landing_on_one_zip_path_are_refused_naming_both(tmp_path, flags, names):
+    document = {"version": 1, "labels": [{"name": "car", "color": "#00008e"}],
+                "images": [{"id": i, "name": n, "width": 8, "height": 8} for i, n in enumerate(names)],
+                "shapes": []}
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    out = tmp_path / "o.zip"
+    run = cli("export", "--annotations", tmp_path / "m.json", "--output", out, *flags)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and all(repr(n) in run.stderr for n in names), run.stderr
+    assert not out.exists()
+    # Without the flag each image has its own path, and both are written.
+    assert cli("export", "--annotations", tmp_path / "m.json", "--output", out).returncode == 0
