@@ -95,8 +95,10 @@ def cluster_env(redis_url, s3_endpoint):
         "CELERY_BROKER_URL": f"{redis_url}/0",
         "CELERY_RESULT_BACKEND": f"{redis_url}/1",
         "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
+        # moto takes any credentials. Not "test": logs and errors mask the secret wherever it
+        # appears, and the session's environment reaches every later CLI test ("py***").
+        "AWS_ACCESS_KEY_ID": "moto-key",
+        "AWS_SECRET_ACCESS_KEY": "moto-secret-4c1d",
         "AWS_DEFAULT_REGION": "us-east-1",
         "CITYSCAPES_CHUNK_SIZE": "3",
     }
