@@ -2,6 +2,7 @@
 zipfile or our writer, whose assumptions they test), broken PNGs, label files and polygons.json.
 Each gets exit 2 and one line naming the member, or a documented warning, within seconds."""
 
+import io
 import json
 import struct
 import zipfile
@@ -255,3 +256,25 @@ def test_awkward_label_names_round_trip(tmp_path):
     assert sorted({s["label"] for s in back["shapes"]} - {"background"}) == sorted(names)
     read_manifest(tmp_path / "b.json", tmp_path)
 
+
+
+def test_a_void_background_survives_import_and_export_again(tmp_path):
+    """A zip whose id 0 is named 'void' (as some datasets name it): imported, then exported, its
+    label_color.txt and labelIds come back the same, not shifted by an added 'background'."""
+    text = b"0 0 0 void\n0 128 0 tree\n200 100 50 cat\n"  # not the Cityscapes table
+    ids = np.zeros((32, 64), np.uint8)
+    ids[20:, :] = 1
+    ids[2:10, 5:25] = 2
+    ids[3:8, 40:50] = 2
+    source = tmp_path / "a.zip"
+    source.write_bytes(archive({"label_color.txt": text,
+                                "gtFine/default/lindau/a_gtFine_labelIds.png": encode_png(ids)}))
+    run = cli("import", "--archive", source, "--output", tmp_path / "m.json")
+    assert run.returncode == 0, run.stderr
+    run = cli("export", "--annotations", tmp_path / "m.json", "--output", tmp_path / "b.zip")
+    assert run.returncode == 0, run.stderr
+    again = zipfile.ZipFile(tmp_path / "b.zip")
+    written = [line for line in again.read("label_color.txt").split(b"\n") if not line.startswith(b"#")]
+    assert written == text.split(b"\n")
+    back = np.asarray(Image.open(io.BytesIO(again.read("gtFine/default/lindau/a_gtFine_labelIds.png"))))
+    assert np.array_equal(back, ids)

@@ -70,7 +70,9 @@ _OFFICIAL_ROWS: tuple[tuple[str, int, int, bool, Color], ...] = (
 OFFICIAL_LABELS: tuple[Label, ...] = tuple(
     Label(name, id_, color, inst, train) for name, id_, train, inst, color in _OFFICIAL_ROWS
 )
-BACKGROUND_NAMES = frozenset({"background", "unlabeled", "unlabelled"})
+# Names of the label at id 0, as tools and datasets write it ("void": the category of
+# Cityscapes' own id 0, and the first line of some label_color.txt files).
+BACKGROUND_NAMES = frozenset({"background", "unlabeled", "unlabelled", "void"})
 _NAME_JUNK = re.compile(r"[\s_\-]+")
 # Control characters, and every line break str.splitlines() honours (NEL is a C1 control): a name
 # holding one would split a line of label_color.txt for some reader.
