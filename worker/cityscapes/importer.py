@@ -136,14 +136,15 @@ def item_pixels(
     item: Item, files: dict[str, bytes], label_map: LabelMap, warnings: list[str], step: int = 1
 ) -> np.ndarray:
     """The item's pixel values (instance ids where it can) from its best image: instanceIds,
-    else labelIds, else color (each fallback warned); every `step`th row and column of them."""
+    else labelIds, else color (each fallback warned); every `step`th row and column of them.
+    In the PNG's own type (8- or 16-bit): at 16384x16384 every byte a pixel is 268 MB."""
     if "instanceIds" in files:
         ids = decode_ids_png(files["instanceIds"], item.members["instanceIds"])
-        return ids[::step, ::step].astype(np.int32)
+        return np.ascontiguousarray(ids[::step, ::step])
     if "labelIds" in files:
         warnings.append(f"image {item.name!r}: no instanceIds; read labelIds (no instances)")
         ids = decode_ids_png(files["labelIds"], item.members["labelIds"])
-        return ids[::step, ::step].astype(np.int32)
+        return np.ascontiguousarray(ids[::step, ::step])
     if "color" in files:
         warnings.append(f"image {item.name!r}: only the color image; classes read by colour")
         rgb = decode_color_png(files["color"], item.members["color"])
@@ -201,7 +202,7 @@ def _known_values(
     if not unknown:
         return ids, boxes
     counts = np.bincount(ids.ravel(), minlength=max(boxes) + 1)
-    table = np.arange(max(boxes) + 1, dtype=np.int32)
+    table = np.arange(max(boxes) + 1, dtype=ids.dtype)
     table[unknown] = label_map.background.id
     ids = table[ids]
     listed = ", ".join(f"{v} (class id {_class_id(v)}, {counts[v]} pixels)" for v in unknown[:5])
@@ -220,7 +221,7 @@ def _class_id(value: int) -> int:
 
 def _ids_from_colors(rgb: np.ndarray, label_map: LabelMap) -> np.ndarray:
     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    ids = np.zeros(packed.shape, np.int32)
+    ids = np.zeros(packed.shape, np.uint8)  # class ids
     for label in reversed(label_map.drawn()):  # the first label of a shared colour wins
         r, g, b = label.color
         ids[packed == (r << 16 | g << 8 | b)] = label.id

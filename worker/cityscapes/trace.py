@@ -282,15 +282,19 @@ def _join_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
     return joined[np.any(joined != joined[np.arange(-1, len(joined) - 1)], axis=1)]
 
 
-def redraw(shape: tuple[int, int], regions: list[Region], under: np.ndarray | None = None) -> np.ndarray:
-    """The image the export draws from these regions, in this order, over `under` (or 0).
+def redraw(
+    shape: tuple[int, int], regions: list[Region], under: np.ndarray | None = None,
+    dtype: np.dtype | type = np.int32,
+) -> np.ndarray:
+    """The image the export draws from these regions, in this order, over `under` (or 0 of
+    `dtype`).
 
     Traced outlines have their vertices on pixel centres and only horizontal, vertical and
     diagonal edges; for such polygons OpenCV's fill plus 8-connected outline covers exactly the
     pixels of Pillow's polygon (the export's rasterizer), at a fifth of the cost. The test suite
     checks the two agree, and every round trip goes through the real export.
     """
-    drawn = np.zeros(shape, np.int32) if under is None else under.copy()
+    drawn = np.zeros(shape, dtype) if under is None else under.copy()
     for region in regions:
         outline = [region.polygon.reshape(-1, 1, 2).astype(np.int32, copy=False)]
         cv2.fillPoly(drawn, outline, int(region.value), lineType=cv2.LINE_8)
@@ -306,9 +310,10 @@ def trace_shapes(
     Value 0 (background) becomes a region only where it must cover a wrongly drawn pixel.
     Fixes are drawn on top, so each round only paints its own fixes over the last drawing.
     """
-    ids = ids.astype(np.int32, copy=False)
+    # Drawn in the ids' own type (16-bit for instanceIds): at 16384x16384 every byte a pixel
+    # is 268 MB.
     regions = trace_regions(ids, boxes=boxes)
-    drawn = redraw(ids.shape, regions)
+    drawn = redraw(ids.shape, regions, dtype=ids.dtype)
     for _ in range(CORRECTION_ROUNDS):
         wrong = ids != drawn
         if not wrong.any():
@@ -323,7 +328,7 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
     """Regions of the true values of the wrongly drawn pixels, traced in the box around them."""
     rows, cols = np.flatnonzero(wrong.any(axis=1)), np.flatnonzero(wrong.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    misses = np.where(wrong[y0:y1, x0:x1], ids[y0:y1, x0:x1], -1)
+    misses = np.where(wrong[y0:y1, x0:x1], ids[y0:y1, x0:x1].astype(np.int32), -1)
     return trace_regions(misses, skip=(-1,), offset=(int(x0), int(y0)))
 
 
