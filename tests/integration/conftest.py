@@ -26,16 +26,23 @@ def free_port() -> int:
 
 
 def wait_until(check, timeout: float, what: str):
+    """`check()`'s first true value, polled until `timeout`. A failed assertion inside it fails
+    at once; other errors (a service not up yet) are retried. On timeout the message says what
+    was last seen, so a wrong state is told from a slow one."""
     deadline = time.monotonic() + timeout
+    last: object = None
     while time.monotonic() < deadline:
         try:
             value = check()
             if value:
                 return value
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
+            last = value
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not up yet
+            last = exc
         time.sleep(0.1)
-    raise TimeoutError(f"{what} did not come up within {timeout} s")
+    raise TimeoutError(f"{what}: not seen within {timeout} s; last seen {last!r}")
 
 
 def stop_processes(procs: list[subprocess.Popen], timeout: float = 20) -> None:

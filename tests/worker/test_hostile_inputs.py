@@ -161,7 +161,3 @@ def test_export_of_broken_annotations(case, tmp_path):
 def test_import_of_hostile_archives(case, tmp_path):
     data, code, message = IMPORT_CASES[case]
     check(*run_case(tmp_path, "import", "--archive", data, "o.json"), code, message)
-
-
-def test_the_corpus_is_large_enough():
-    assert len(EXPORT_CASES) + len(IMPORT_CASES) >= 30
