@@ -150,3 +150,58 @@ def test_shapes_reaching_far_past_the_border_match_the_official_scripts(tmp_path
     ids = read_png(archive.read("gtFine/val/lindau/lindau_000000_000019_gtFine_instanceIds.png"))
     drawn = set(np.unique(ids))
     assert {23, 11, 21} <= drawn and len(drawn & set(range(26000, 27000))) >= 2, drawn
+
+
+def _mask_polygons_json(tmp_path, mask: np.ndarray, label: str) -> tuple[bytes, np.ndarray]:
+    """Our export of one mask shape: (its polygons.json, its labelIds)."""
+    from worker.cityscapes.rle import encode_mask
+
+    height, width = mask.shape
+    manifest = {"version": 1, "labels": [{"name": label}],
+                "images": [{"id": 1, "name": "m/m_000000_000000.png", "width": width,
+                            "height": height}],
+                "shapes": [{"image": 1, "label": label, "type": "mask", "rle": encode_mask(mask)}]}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    out = tmp_path / "out.zip"
+    run_export(parse_export_spec({"annotations": str(path), "output": str(out)}), jobs=1)
+    archive = zipfile.ZipFile(out)
+    base = "gtFine/default/m/m_000000_000000_gtFine_"
+    return archive.read(base + "polygons.json"), read_png(archive.read(base + "labelIds.png"))
+
+
+def _blob(seed: int) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((90, 120), np.uint8)
+    for _ in range(3):
+        center = (int(rng.integers(30, 90)), int(rng.integers(25, 65)))
+        axes = (int(rng.integers(6, 25)), int(rng.integers(4, 18)))
+        cv2.ellipse(mask, center, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return mask.astype(bool)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_outlines_in_polygons_json_draw_the_mask_officially(tmp_path, seed):
+    """polygons.json holds a mask as its outlines (the format has no masks): drawn by the
+    official scripts they give the mask's own pixels back, exactly, for masks without holes."""
+    mask = _blob(seed)
+    document, label_ids = _mask_polygons_json(tmp_path, mask, "car")
+    assert np.array_equal(label_ids == 26, mask)
+    official = official_images(document)["labelIds"]
+    assert np.array_equal(official == 26, mask), int(np.count_nonzero((official == 26) != mask))
+
+
+def test_a_masks_holes_are_what_its_polygons_json_outline_cannot_hold(tmp_path):
+    """Outlines are outer contours: the official drawing of a mask with a hole fills the hole,
+    and differs from the mask by exactly the hole's pixels (documented in the README)."""
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 10:70] = True
+    hole = np.zeros_like(mask)
+    hole[20:35, 25:50] = True
+    mask &= ~hole
+    document, label_ids = _mask_polygons_json(tmp_path, mask, "car")
+    assert np.array_equal(label_ids == 26, mask)
+    official = official_images(document)["labelIds"] == 26
+    assert np.array_equal(official, mask | hole)
