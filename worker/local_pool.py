@@ -125,14 +125,14 @@ def ordered_map(
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         while in_flight:
             index, future = in_flight.popleft()
-            try:
-                result = _reply(future.result())
-            except BrokenProcessPool:
-                raise _died(processes, slots, items, describe) from None
+            result = _reply(future.result())
             for index, item in queued:
+                # A pool that broke since (a process died) refuses new work here.
                 in_flight.append((index, pool.submit(_call, function, index, item)))
                 break
             yield result
+    except BrokenProcessPool:
+        raise _died(processes, slots, items, describe) from None
     finally:
         _stop(pool, processes)
 
