@@ -40,8 +40,9 @@ def test_matches_pycocotools_both_ways(mask):
 @pytest.mark.parametrize("mask", list(masks()), ids=lambda m: f"{m.shape}-{int(m.sum())}")
 def test_a_mask_decodes_to_its_bounding_box(mask):
     x0, y0, crop = decode_mask_box(encode_mask(mask))
+    assert crop.dtype == np.bool_ and decode_mask(encode_mask(mask)).dtype == np.bool_
     if not mask.any():
-        assert crop.size == 0
+        assert (x0, y0, crop.shape) == (0, 0, (0, 0))
         return
     rows, columns = np.nonzero(mask)
     assert (x0, y0) == (columns.min(), rows.min())
