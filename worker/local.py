@@ -49,23 +49,19 @@ def _init_pool(job: ImageJob, store: ShapeStore, spool_dir: str | None) -> None:
     _pool_state = (job, store, spool)
 
 
-def _run_one(item: tuple[int, ImageRecord]) -> SpooledRun:
+def _run_one(item: tuple[int, ImageRecord]) -> ImageRun | SpooledRun:
+    """One image encoded: in a pool process its entries go to that process's spool file and only
+    where they lie comes back; in this process (no spool) the run itself."""
     assert _pool_state is not None
     job, store, spool = _pool_state
-    assert spool is not None
     index, image = item
     run = job.encode(image, store.shapes_of(index))
+    if spool is None:
+        return run
     offset = spool.tell()
     spool.write(run.blob)
     spool.flush()
     return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings)
-
-
-def _run_here(item: tuple[int, ImageRecord]) -> ImageRun:
-    assert _pool_state is not None
-    job, store, _ = _pool_state
-    index, image = item
-    return job.encode(image, store.shapes_of(index))
 
 
 def _exports(
@@ -73,11 +69,9 @@ def _exports(
 ) -> Iterator[ImageRun | SpooledRun]:
     """Each image drawn and encoded, in order; in pool processes when jobs > 1."""
     workers = pool_size(jobs, len(images))
-    if workers <= 1:
-        return ordered_map(_run_here, list(enumerate(images)), 1, _init_pool,
-                           (job, store, None), _image_name, spool_dir)
+    spool = spool_dir if workers > 1 else None
     return ordered_map(_run_one, list(enumerate(images)), workers, _init_pool,
-                       (job, store, spool_dir), _image_name, spool_dir)
+                       (job, store, spool), _image_name, spool_dir)
 
 
 def _image_name(item: tuple[int, ImageRecord]) -> str:

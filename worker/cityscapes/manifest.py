@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from worker.cityscapes.labels import Color, parse_color
-from worker.cityscapes.rle import checked_runs
+from worker.cityscapes.rle import checked_runs, is_mask_size
 from worker.errors import LabelMapError, ManifestError
 
 MANIFEST_VERSION = 1
@@ -506,8 +506,7 @@ def _mask_mismatch(spec: ShapeSpec, image: ImageRecord) -> str | None:
     """What is wrong with a mask, if anything: its runs must cover its size exactly, and it
     covers the image, or its box, which lies within the image."""
     size = spec.rle["size"]
-    if not (isinstance(size, list) and len(size) == 2
-            and all(type(v) is int and v >= 0 for v in size)):
+    if not is_mask_size(size):
         return f"mask size {shown(size)} is not [height, width] in whole pixels"
     try:
         height, width, runs = checked_runs(spec.rle)

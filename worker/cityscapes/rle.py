@@ -62,12 +62,17 @@ def encode_counts(runs: list[int]) -> str:
     return "".join(out)
 
 
+def is_mask_size(size: Any) -> bool:
+    """An RLE's size as JSON may give it: [height, width], whole numbers from 0."""
+    return (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(type(v) is int and v >= 0 for v in size))
+
+
 def checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     """(height, width, runs) of an RLE whose runs are whole, non-negative and cover exactly its
     size; ValueError otherwise. Checked with bounds before any numpy sum can wrap around."""
     size = rle.get("size") if isinstance(rle, dict) else None
-    if not (isinstance(size, (list, tuple)) and len(size) == 2
-            and all(type(v) is int and v >= 0 for v in size)):
+    if not is_mask_size(size):
         raise ValueError("RLE size is not [height, width] in whole pixels")
     height, width = size
     pixels = height * width
@@ -105,8 +110,8 @@ def _whole_numbers(values: list) -> np.ndarray:
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     """A (height, width) bool mask from {"size": [h, w], "counts": str | [int, ...]}."""
-    height, width, _ = checked_runs(rle)
-    x0, y0, crop = decode_mask_box(rle)
+    x0, y0, crop = decode_mask_box(rle)  # checks the runs and the size
+    height, width = rle["size"]
     mask = np.zeros((height, width), np.bool_)
     mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     return mask
