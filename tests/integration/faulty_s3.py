@@ -8,7 +8,9 @@ Every `every`-th request gets the next fault of `faults` instead of (or on top o
     slow       the answer held back longer than the client's read timeout
     truncate   the real status and headers, then half the body and a closed connection
 
-`deny` holds key fragments that always get 403 AccessDenied (a permanent fault).
+`deny` holds key fragments that always get 403 AccessDenied (a permanent fault); `hold(fragment)`
+keeps reads (GET) of matching keys waiting until `release(fragment)`, so a test can stop a chunk at
+a known point instead of racing it. Every request is recorded in `seen` (method, path).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+HOLD_AT_MOST = 45  # seconds; below the workers' S3 read timeout (60 s by default)
 _ERRORS = {
     "throttle": (503, "SlowDown", "Please reduce your request rate."),
     "error": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -34,14 +37,39 @@ class FaultySchedule:
         self.every, self.slow_seconds = every, slow_seconds
         self.faults = itertools.cycle(faults)
         self.deny: list[str] = []
+        self.held: dict[str, threading.Event] = {}
+        self.seen: list[tuple[str, str]] = []
         self.owed: str | None = None
         self.lock = threading.Lock()
         self.requests = 0
         self.injected: dict[str, int] = {}
 
+    def inject(self, every: int, faults: list[str] | None = None) -> None:
+        """From now on every `every`-th request gets the next of `faults` (0: none)."""
+        with self.lock:
+            if faults is not None:
+                self.faults = itertools.cycle(faults)
+            self.every = every
+
+    def hold(self, fragment: str) -> None:
+        self.held[fragment] = threading.Event()
+
+    def release(self, fragment: str) -> None:
+        self.held.pop(fragment).set()
+
+    def waiting(self, method: str, path: str) -> threading.Event | None:
+        if method != "GET":
+            return None
+        return next((gate for fragment, gate in list(self.held.items()) if fragment in path), None)
+
+    def requests_for(self, fragment: str) -> int:
+        with self.lock:
+            return sum(fragment in path for _, path in self.seen)
+
     def next_fault(self, method: str, path: str) -> str | None:
         with self.lock:
             self.requests += 1
+            self.seen.append((method, path))
             if any(fragment in path for fragment in self.deny):
                 fault = "deny"
             elif self.owed and method == "GET":
@@ -117,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
+        gate = self.server.schedule.waiting(self.command, self.path)
+        if gate is not None:
+            gate.wait(HOLD_AT_MOST)
         fault = self.server.schedule.next_fault(self.command, self.path)
         if fault in _ERRORS:
             return self._error(fault)

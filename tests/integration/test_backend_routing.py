@@ -27,21 +27,24 @@ def readme_backend_snippet() -> str:
     return found[0]
 
 
-def test_the_readme_snippet_runs_a_job_from_a_plain_celery_app(s3, workers, cluster_env, tmp_path):
+def test_the_readme_snippet_runs_a_job_from_a_plain_celery_app(make_cluster, tmp_path):
     snippet = readme_backend_snippet()
-    # The snippet's own locations, made for it in a bucket of this test's.
+    queue = re.search(r'queue="([^"]+)"', snippet)[1]
+    # Workers on the snippet's queue (in databases of this test's), and the snippet's own
+    # locations, made for it in a bucket of its name.
+    cluster = make_cluster(queue=queue)
     bucket = re.search(r'"annotations": "s3://([^/]+)/([^"]+)"', snippet)
     output_key = re.search(r'"output": "s3://[^/]+/([^"]+)"', snippet)[1]
-    s3.create_bucket(Bucket=bucket[1])
+    cluster.s3.create_bucket(Bucket=bucket[1])
     try:
-        s3.put_object(Bucket=bucket[1], Key=bucket[2], Body=SAMPLE.read_bytes())
+        cluster.s3.put_object(Bucket=bucket[1], Key=bucket[2], Body=SAMPLE.read_bytes())
         script = tmp_path / "backend.py"
         script.write_text(snippet + (
             "\nimport sys\n"
             "print('ours:', sorted(m for m in sys.modules"
             " if m.split('.')[0] in ('worker', 'tasks', 'config')))\n"))
-        env = {"PATH": os.environ["PATH"], "CELERY_BROKER_URL": cluster_env["CELERY_BROKER_URL"],
-               "CELERY_RESULT_BACKEND": cluster_env["CELERY_RESULT_BACKEND"]}
+        env = {"PATH": os.environ["PATH"], "CELERY_BROKER_URL": cluster.env["CELERY_BROKER_URL"],
+               "CELERY_RESULT_BACKEND": cluster.env["CELERY_RESULT_BACKEND"]}
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -49,19 +52,19 @@ def test_the_readme_snippet_runs_a_job_from_a_plain_celery_app(s3, workers, clus
         assert ours == "ours: []"  # a plain Celery app: nothing of this project imported
         result = ast.literal_eval(printed)
         assert result["output"] == f"s3://{bucket[1]}/{output_key}" and result["images"] == 4
-        cluster_zip = s3.get_object(Bucket=bucket[1], Key=output_key)["Body"].read()
+        cluster_zip = cluster.s3.get_object(Bucket=bucket[1], Key=output_key)["Body"].read()
         local_zip = tmp_path / "local.zip"
         run_export(parse_export_spec({"annotations": str(SAMPLE), "output": str(local_zip)}),
                    jobs=1)
         assert cluster_zip == local_zip.read_bytes()
     finally:
-        for item in s3.list_objects_v2(Bucket=bucket[1]).get("Contents", []):
-            s3.delete_object(Bucket=bucket[1], Key=item["Key"])
-        s3.delete_bucket(Bucket=bucket[1])
+        for item in cluster.s3.list_objects_v2(Bucket=bucket[1]).get("Contents", []):
+            cluster.s3.delete_object(Bucket=bucket[1], Key=item["Key"])
+        cluster.s3.delete_bucket(Bucket=bucket[1])
 
 
 @pytest.fixture
-def unconsumed_queue(monkeypatch, cluster_env):
+def unconsumed_queue(monkeypatch, cluster):
     """CITYSCAPES_QUEUE set to a queue no worker reads (nothing is ever sent to it)."""
     from config.settings import get_settings
 
@@ -72,11 +75,11 @@ def unconsumed_queue(monkeypatch, cluster_env):
     get_settings.cache_clear()
 
 
-def test_the_client_sends_nothing_when_no_worker_consumes_the_queue(workers, unconsumed_queue):
+def test_the_client_sends_nothing_when_no_worker_consumes_the_queue(cluster, unconsumed_queue):
     from worker import client
 
-    assert client.consumers("cityscapes") == sorted(
-        f"{name}@{os.uname().nodename}" for name in ("w1", "w2"))
+    assert client.consumers(cluster.queue) == sorted(
+        f"{proc.node}@{os.uname().nodename}" for proc in cluster.procs.values())
     spec = {"annotations": "s3://jobs/a.json", "output": "s3://jobs/out/a.zip"}
     with pytest.raises(NoConsumer, match=f"no running worker consumes the queue '{unconsumed_queue}'"):
         client.submit_export(spec)
@@ -84,7 +87,7 @@ def test_the_client_sends_nothing_when_no_worker_consumes_the_queue(workers, unc
         client.submit_import({"archive": "s3://jobs/a.zip", "output": "s3://jobs/a.json"})
 
 
-def test_submit_exits_2_naming_the_queue_no_worker_consumes(workers, cluster_env, unconsumed_queue):
+def test_submit_exits_2_naming_the_queue_no_worker_consumes(cluster, unconsumed_queue):
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "submit", "export", "--annotations", "s3://jobs/a.json",
          "--output", "s3://jobs/out/a.zip", "--wait"],

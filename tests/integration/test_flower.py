@@ -2,13 +2,14 @@
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import urllib.request
 
 import pytest
 
-from tests.integration.conftest import BUCKET, ROOT, free_port, wait_until
+from tests.integration.conftest import ROOT, free_port, node_name, wait_until
 from tests.integration.test_export_cluster import put_dataset
 from worker.synth import make_manifest
 
@@ -23,13 +24,13 @@ def get(url):
 
 
 @pytest.fixture
-def flower(cluster_env, workers, tmp_path):
+def flower(cluster, tmp_path):
     port = free_port()
     log = open(tmp_path / "flower.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
          "--address=127.0.0.1", f"--basic-auth={AUTH}"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**os.environ, **cluster.env}, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: len(get(f"{url}/api/workers?refresh=1")) >= 2, 60, "flower")
@@ -38,13 +39,12 @@ def flower(cluster_env, workers, tmp_path):
     proc.wait(20)
 
 
-def test_flower_lists_the_job_tasks_with_their_states(s3, flower):
+def test_flower_lists_the_job_tasks_with_their_states(cluster, flower):
     from worker import client
 
     manifest = make_manifest(9, width=256, height=128, seed=3, objects=10, stuff_vertices=20)
-    put_dataset(s3, "fl", manifest, photos=False)
-    job_id = client.submit_export({"annotations": f"s3://{BUCKET}/fl/annotations.json",
-                                   "output": f"s3://{BUCKET}/out/fl.zip"})
+    inputs = put_dataset(cluster, "fl", manifest, photos=False)
+    job_id = client.submit_export({**inputs, "output": cluster.url("out/fl.zip")})
     assert client.wait(job_id, timeout=60)["state"] == "SUCCESS"
 
     def job_tasks():
@@ -59,7 +59,7 @@ def test_flower_lists_the_job_tasks_with_their_states(s3, flower):
     mine = wait_until(job_tasks, 20, "the job's tasks in flower")
     chunks = [t for t in mine.values() if t["name"] == "cityscapes.export_chunk"]
     assert len(chunks) == 3
-    assert {t["worker"].split("@")[0] for t in chunks} <= {"w1", "w2"}
+    assert {node_name(t["worker"]) for t in chunks} <= {"w1", "w2"}
 
 
 def test_flower_refuses_requests_without_credentials(flower):
@@ -68,11 +68,11 @@ def test_flower_refuses_requests_without_credentials(flower):
     assert info.value.code == 401
 
 
-def test_a_secret_in_a_spec_is_shown_nowhere(flower):
+def test_a_secret_in_a_spec_is_shown_nowhere(cluster, flower):
     from worker import client
 
     job_id = client.submit_export({"annotations": "s3://user:hunter2@jobs/a.json",
-                                   "output": f"s3://{BUCKET}/out/secret.zip"})
+                                   "output": cluster.url("out/secret.zip")})
     final = client.wait(job_id, timeout=30)
     assert final["state"] == "FAILURE" and "s3://user:***@jobs/a.json" in final["error"], final
 

@@ -4,8 +4,6 @@ at its output or in staging, and no worker dies of it."""
 
 from __future__ import annotations
 
-from tests.integration.conftest import BUCKET, wait_until
-from tests.integration.test_export_cluster import keys
 from tests.worker.test_hostile_export_input import ACCEPTED, REFUSED
 from tests.worker.test_hostile_import import CASES as IMPORT_MEMBER_CASES
 from tests.worker.test_hostile_import import OPEN_CASES
@@ -20,7 +18,7 @@ def corpus() -> dict[str, dict[str, tuple[bytes | str, int, str | None]]]:
     return {"export": export, "import": imports}
 
 
-def test_every_hostile_input_fails_its_job_cleanly(s3, workers):
+def test_every_hostile_input_fails_its_job_cleanly(cluster):
     from worker import client
     from worker.celery import app
 
@@ -29,11 +27,11 @@ def test_every_hostile_input_fails_its_job_cleanly(s3, workers):
         for number, (case, (data, code, text)) in enumerate(cases.items()):
             source = f"hostile/{kind}-{number:03d}"
             body = data.encode() if isinstance(data, str) else data
-            s3.put_object(Bucket=BUCKET, Key=source, Body=body)
+            cluster.put(source, body)
             output = f"hostile/out/{kind}-{number:03d}"
-            spec = ({"annotations": f"s3://{BUCKET}/{source}", "output": f"s3://{BUCKET}/{output}.zip"}
+            spec = ({"annotations": cluster.url(source), "output": cluster.url(f"{output}.zip")}
                     if kind == "export" else
-                    {"archive": f"s3://{BUCKET}/{source}", "output": f"s3://{BUCKET}/{output}.json"})
+                    {"archive": cluster.url(source), "output": cluster.url(f"{output}.json")})
             submit = client.submit_export if kind == "export" else client.submit_import
             jobs[submit(spec)] = (f"{kind}: {case}", code, text, output)
 
@@ -43,13 +41,14 @@ def test_every_hostile_input_fails_its_job_cleanly(s3, workers):
             assert final["state"] == "FAILURE", (case, final)
             error = final["error"]
             assert text in error and "\n" not in error and "Traceback" not in error, (case, error)
-            assert keys(s3, output) == [], case
+            assert cluster.keys(output) == [], case
         else:
             assert final["state"] == "SUCCESS", (case, final)
             if text is not None:
                 assert any(text in w for w in final["result"]["warnings"]), (case, final["result"])
-    # A chunk's failure is recorded at once; the chord's errback cleans up just after.
-    wait_until(lambda: keys(s3, ".cityscapes-staging/") == [], 10, "staging removed")
-    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-    # Both workers lived through it.
-    assert len(app.control.ping(timeout=1)) >= 2
+    for job_id in jobs:
+        cluster.wait_cleaned(job_id)
+    assert cluster.open_uploads() == []
+    # Both workers lived through it, never restarted.
+    assert all(proc.poll() is None for proc in cluster.procs.values())
+    assert len(app.control.ping(timeout=1)) == 2

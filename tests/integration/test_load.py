@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from tests.integration.conftest import BUCKET
-from tests.integration.test_export_cluster import keys, put_dataset
+from tests.integration.test_export_cluster import put_dataset
 from worker.jobs import parse_export_spec
 from worker.local import run_export
 from worker.synth import make_manifest
@@ -48,23 +47,23 @@ class MemoryWatch:
         return self.client.info("memory")["used_memory"]
 
 
-def test_200_small_jobs_and_a_big_one_all_complete_correctly(s3, workers, redis_url, tmp_path):
+def test_200_small_jobs_and_a_big_one_all_complete_correctly(cluster, tmp_path):
     from worker import client
 
     variants = []
     for n in range(VARIANTS):
         manifest = make_manifest(2, width=128, height=64, seed=100 + n, objects=4, stuff_vertices=12)
-        put_dataset(s3, f"load/v{n}", manifest, photos=False)
+        put_dataset(cluster, f"load/v{n}", manifest, photos=False)
         variants.append(expected_zip(manifest, tmp_path, f"v{n}"))
     big = make_manifest(90, width=512, height=256, seed=99, objects=20, stuff_vertices=40)
-    put_dataset(s3, "load/big", big, photos=False)
+    put_dataset(cluster, "load/big", big, photos=False)
     big_expected = expected_zip(big, tmp_path, "big")
 
     def spec(source: str, output: str) -> dict:
-        return {"annotations": f"s3://{BUCKET}/load/{source}/annotations.json",
-                "output": f"s3://{BUCKET}/load/out/{output}.zip"}
+        return {"annotations": cluster.url(f"load/{source}/annotations.json"),
+                "output": cluster.url(f"load/out/{output}.zip")}
 
-    watch = MemoryWatch(redis_url)
+    watch = MemoryWatch(cluster.env["CELERY_BROKER_URL"])
     started = time.monotonic()
     big_id = client.submit_export(spec("big", "big"))
     with ThreadPoolExecutor(THREADS) as pool:
@@ -83,8 +82,7 @@ def test_200_small_jobs_and_a_big_one_all_complete_correctly(s3, workers, redis_
     assert all(f["state"] == "SUCCESS" for f in finals.values()), [
         f for f in finals.values() if f["state"] != "SUCCESS"][:3]
     for n in range(SMALL_JOBS):
-        output = s3.get_object(Bucket=BUCKET, Key=f"load/out/small-{n:03d}.zip")["Body"].read()
-        assert output == variants[n % VARIANTS], n
-    assert s3.get_object(Bucket=BUCKET, Key="load/out/big.zip")["Body"].read() == big_expected
+        assert cluster.get(f"load/out/small-{n:03d}.zip") == variants[n % VARIANTS], n
+    assert cluster.get("load/out/big.zip") == big_expected
     assert finals[big_id]["images_done"] == 90
-    assert keys(s3, ".cityscapes-staging/") == []
+    assert cluster.keys(".cityscapes-staging/") == []
