@@ -383,9 +383,7 @@ def test_a_killed_pool_process_fails_the_run_naming_its_image(command, tmp_path,
     os.kill(pool[0], signal.SIGKILL)
     for pid in pool[1:]:
         os.kill(pid, signal.SIGCONT)
-    started = time.monotonic()
-    stdout, stderr = process.communicate(timeout=30)
-    assert time.monotonic() - started < 10
+    stdout, stderr = process.communicate(timeout=60)  # a hang is the failure this catches
     line = refused(subprocess.CompletedProcess(args, process.returncode, stdout, stderr), 2,
                    "died", "(killed by SIGKILL)")
     assert "image '" in line or "between items" in line
