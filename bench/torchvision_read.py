@@ -1,7 +1,7 @@
 """Run inside the torchvision venv: load a Cityscapes root with torchvision's own dataset class and
 print, per sample, what it handed over as JSON.
 
-    python torchvision_read.py ROOT SPLIT  ->  [{"image": path, "size": [w, h], "semantic": sha1,
+    python torchvision_read.py ROOT SPLIT [SPLIT ...]  ->  [{"image": path, "size": [w, h], "semantic": sha1,
                                                 "instance": sha1, "color": sha1, "objects": n}]
 """
 
@@ -17,7 +17,15 @@ def digest(image) -> str:
     return hashlib.sha1(np.asarray(image).astype(np.int64).tobytes()).hexdigest()
 
 
-def main(root: str, split: str) -> None:
+def main(root: str, *splits: str) -> None:
+    """One process for every split: importing torch costs more than reading a small root."""
+    samples = []
+    for split in splits:
+        samples += read_split(root, split)
+    print(json.dumps(samples))
+
+
+def read_split(root: str, split: str) -> list[dict]:
     dataset = Cityscapes(root, split=split, mode="fine",
                          target_type=["semantic", "instance", "color", "polygon"])
     samples = []
@@ -28,7 +36,7 @@ def main(root: str, split: str) -> None:
             "semantic": digest(semantic), "instance": digest(instance), "color": digest(color),
             "objects": len(polygons["objects"]),
         })
-    print(json.dumps(samples))
+    return samples
 
 
 if __name__ == "__main__":
