@@ -5,6 +5,23 @@ from __future__ import annotations
 from config.settings import Settings
 
 
+def broker_transport_options(settings: Settings) -> dict:
+    """Redis emulates acknowledgements: a message not acknowledged within the visibility timeout
+    is delivered again, and workers sweep for such messages. RabbitMQ requeues a dead consumer's
+    messages itself, the moment its connection drops; there we ask for publisher confirms, so a
+    job is only reported sent once the broker has it."""
+    if settings.broker_is_amqp:
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": settings.restore_interval,
+        # kombu's throttle is a count of sweeps to skip, not seconds: sweep every interval.
+        "unacked_restore_throttle": 1,
+        # A worker killed while restoring must not block restores for kombu's 5 minutes.
+        "unacked_mutex_expire": 3 * settings.restore_interval,
+    }
+
+
 def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.broker_url,
@@ -19,14 +36,7 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": settings.restore_interval,
-            # kombu's throttle is a count of sweeps to skip, not seconds: sweep every interval.
-            "unacked_restore_throttle": 1,
-            # A worker killed while restoring must not block restores for kombu's 5 minutes.
-            "unacked_mutex_expire": 3 * settings.restore_interval,
-        },
+        "broker_transport_options": broker_transport_options(settings),
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_soft_time_limit": settings.soft_time_limit,
         "task_time_limit": settings.time_limit,

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # How often a worker looks for such messages: recovery from a dead worker takes at most
     # visibility_timeout + restore_interval seconds.
     restore_interval: int = Field(10, ge=1)
+    # RabbitMQ's consumer_timeout (its server setting; 30 min by default): a task unacknowledged
+    # this long closes its worker's channel, so every task must end well within it.
+    broker_consumer_timeout: int = Field(1800, ge=1)
     # A job with no sign of life (a chunk starting or ending) for this long is failed and its
     # files removed; it must exceed the longest a chunk can wait for redelivery. (Time spent in
     # a backlog does not count: the check waits in the same queue.)
@@ -52,19 +55,38 @@ class Settings(BaseSettings):
     def _limits(self) -> Settings:
         if self.time_limit < self.soft_time_limit:
             raise ValueError("CITYSCAPES_TIME_LIMIT must be at least CITYSCAPES_SOFT_TIME_LIMIT")
-        if self.visibility_timeout <= self.time_limit:
-            raise ValueError(
-                "CITYSCAPES_VISIBILITY_TIMEOUT must exceed CITYSCAPES_TIME_LIMIT, or running"
-                " tasks are delivered twice"
-            )
-        if self.stuck_after <= self.visibility_timeout + self.restore_interval:
-            raise ValueError(
-                "CITYSCAPES_STUCK_AFTER must exceed CITYSCAPES_VISIBILITY_TIMEOUT +"
-                " CITYSCAPES_RESTORE_INTERVAL, or chunks waiting for redelivery are reaped"
-            )
+        if self.broker_is_amqp:
+            # RabbitMQ requeues a dead worker's tasks at once; what bounds a task is its server's
+            # consumer_timeout.
+            if self.time_limit >= self.broker_consumer_timeout:
+                raise ValueError(
+                    "CITYSCAPES_TIME_LIMIT must be below RabbitMQ's consumer_timeout"
+                    " (CITYSCAPES_BROKER_CONSUMER_TIMEOUT), or a long chunk closes its worker's"
+                    " channel"
+                )
+            if self.stuck_after <= self.time_limit:
+                raise ValueError(
+                    "CITYSCAPES_STUCK_AFTER must exceed CITYSCAPES_TIME_LIMIT, or running chunks"
+                    " are reaped"
+                )
+        else:
+            if self.visibility_timeout <= self.time_limit:
+                raise ValueError(
+                    "CITYSCAPES_VISIBILITY_TIMEOUT must exceed CITYSCAPES_TIME_LIMIT, or running"
+                    " tasks are delivered twice"
+                )
+            if self.stuck_after <= self.visibility_timeout + self.restore_interval:
+                raise ValueError(
+                    "CITYSCAPES_STUCK_AFTER must exceed CITYSCAPES_VISIBILITY_TIMEOUT +"
+                    " CITYSCAPES_RESTORE_INTERVAL, or chunks waiting for redelivery are reaped"
+                )
         if self.staging_prefix.startswith("/") or not self.staging_prefix.endswith("/"):
             raise ValueError("CITYSCAPES_STAGING_PREFIX must be a relative key prefix ending in /")
         return self
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return self.broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
 
     @property
     def progress_redis_url(self) -> str:

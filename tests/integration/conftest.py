@@ -31,6 +31,10 @@ ROOT = Path(__file__).parents[2]
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": "moto-secret-4c1d",
                   "AWS_DEFAULT_REGION": "us-east-1"}
 DATABASES = 4096  # two a test (broker, results) on the private redis-server
+# The machine's RabbitMQ (running before each session and in CI); a cluster on it has a queue of
+# its own, deleted when its test ends.
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+BROKERS = ["redis", "amqp"]
 _numbers = itertools.count(1)
 
 
@@ -127,7 +131,8 @@ class Cluster:
     (`schedule` then drives it)."""
 
     def __init__(self, test: str, redis_url: str, s3_endpoint: str, logdir: Path,
-                 names: tuple[str, ...], queue: str | None, proxy: bool, settings: dict):
+                 names: tuple[str, ...], queue: str | None, proxy: bool, broker: str,
+                 settings: dict):
         number = next(_numbers)
         slug = re.sub(r"[^a-z0-9]+", "-", test.lower()).strip("-")
         self.queue = queue or f"q{number}-{slug}"[:80]
@@ -140,8 +145,10 @@ class Cluster:
         if proxy:
             self.schedule = FaultySchedule(every=0, faults=[])
             endpoint, self.server = start_proxy(s3_endpoint, self.schedule)
+        self.broker = broker
+        broker_url = RABBITMQ_URL if broker == "amqp" else f"{redis_url}/{self.broker_db}"
         self.env = {
-            "CELERY_BROKER_URL": f"{redis_url}/{self.broker_db}",
+            "CELERY_BROKER_URL": broker_url,
             "CELERY_RESULT_BACKEND": f"{redis_url}/{self.backend_db}",
             "AWS_ENDPOINT_URL": endpoint,
             **S3_CREDENTIALS,
@@ -247,8 +254,24 @@ class Cluster:
         which may run just after the job's state is recorded)."""
         wait_until(lambda: self.staged(job_id) == [], 30, f"staging of {job_id} removed")
 
+    def purge(self) -> None:
+        """Drop what waits in the queue (a broker that lost its messages)."""
+        from kombu import Connection
+
+        if self.broker == "amqp":
+            with Connection(self.env["CELERY_BROKER_URL"]) as conn:
+                conn.default_channel.queue_purge(self.queue)
+        else:
+            redis.Redis.from_url(self.env["CELERY_BROKER_URL"]).delete(self.queue)
+
     def remove(self) -> None:
-        """Everything the test made: its databases, its bucket and its uploads."""
+        """Everything the test made: its queue, databases, bucket and uploads."""
+        if self.broker == "amqp":
+            from kombu import Connection
+
+            with Connection(self.env["CELERY_BROKER_URL"]) as conn:
+                conn.default_channel.queue_delete(self.queue)
+                conn.default_channel.exchange_delete(self.queue)
         for db in (self.broker_db, self.backend_db):
             redis.Redis.from_url(f"{self.redis_url}/{db}").flushdb()
         for upload in self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []):
@@ -264,16 +287,17 @@ class Cluster:
 
 @pytest.fixture
 def make_cluster(request, redis_url, s3_endpoint, tmp_path, monkeypatch):
-    """make_cluster(names=("w1", "w2"), queue=None, proxy=False, **CITYSCAPES_settings): a
-    cluster for this test, its workers running, this process its client."""
+    """make_cluster(names=("w1", "w2"), queue=None, proxy=False, broker="redis",
+    **CITYSCAPES_settings): a cluster for this test, its workers running, this process its
+    client."""
     made: list[Cluster] = []
 
     def make(names: tuple[str, ...] = ("w1", "w2"), queue: str | None = None,
-             proxy: bool = False, **settings: str) -> Cluster:
+             proxy: bool = False, broker: str = "redis", **settings: str) -> Cluster:
         logdir = tmp_path / f"workers-{len(made)}"
         logdir.mkdir()
         cluster = Cluster(request.node.name, redis_url, s3_endpoint, logdir, names, queue, proxy,
-                          settings)
+                          broker, settings)
         made.append(cluster)
         cluster.s3.create_bucket(Bucket=cluster.bucket)
         cluster.use_here(monkeypatch)
@@ -288,6 +312,7 @@ def make_cluster(request, redis_url, s3_endpoint, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def cluster(make_cluster) -> Cluster:
-    """Two workers with the default settings (but 3 images a chunk)."""
-    return make_cluster()
+def cluster(make_cluster, request) -> Cluster:
+    """Two workers with the default settings (but 3 images a chunk), on Redis as the broker or,
+    parametrized indirectly with "amqp", on RabbitMQ."""
+    return make_cluster(broker=getattr(request, "param", "redis"))

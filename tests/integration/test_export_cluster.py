@@ -5,9 +5,10 @@ import json
 import zipfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from tests.integration.conftest import node_name, wait_until
+from tests.integration.conftest import BROKERS, node_name, wait_until
 from worker.jobs import parse_export_spec
 from worker.local import run_export
 from worker.synth import make_manifest, make_photo
@@ -68,6 +69,7 @@ def assert_same_zip(theirs: bytes, ours: bytes) -> None:
         assert theirs == ours  # same entries, other bytes: the records
 
 
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_cluster_export_equals_the_in_process_export(cluster, tmp_path):
     from worker import client
 
@@ -151,12 +153,13 @@ def test_a_bad_or_missing_manifest_fails_at_planning_naming_it(cluster):
     assert cluster.keys("out/") == [] and cluster.keys(".cityscapes-staging/") == []
 
 
-def test_cancel_mid_job_stops_its_chunks_and_leaves_nothing(make_cluster):
+@pytest.mark.parametrize("broker", BROKERS)
+def test_cancel_mid_job_stops_its_chunks_and_leaves_nothing(make_cluster, broker):
     """Both workers hold a chunk (their inputs held at S3) when the job is cancelled; let go,
     those chunks see the cancellation and remove what they staged, the others never run."""
     from worker import client
 
-    cluster = make_cluster(proxy=True)
+    cluster = make_cluster(proxy=True, broker=broker)
     manifest = make_manifest(60, width=256, height=128, seed=4, objects=10, stuff_vertices=20)
     spec = {**put_dataset(cluster, "ds5", manifest, photos=False), "output": cluster.url("ds5.zip")}
     cluster.schedule.hold("/in/")

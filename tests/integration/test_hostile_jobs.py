@@ -4,6 +4,9 @@ at its output or in staging, and no worker dies of it."""
 
 from __future__ import annotations
 
+import pytest
+
+from tests.integration.conftest import BROKERS
 from tests.worker.test_hostile_export_input import ACCEPTED, REFUSED
 from tests.worker.test_hostile_import import CASES as IMPORT_MEMBER_CASES
 from tests.worker.test_hostile_import import OPEN_CASES
@@ -18,6 +21,7 @@ def corpus() -> dict[str, dict[str, tuple[bytes | str, int, str | None]]]:
     return {"export": export, "import": imports}
 
 
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_every_hostile_input_fails_its_job_cleanly(cluster):
     from worker import client
     from worker.celery import app

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from tests.integration.conftest import BROKERS
 from worker.jobs import parse_export_spec, parse_import_spec
 from worker.local import run_export
 from worker.local_import import run_import
@@ -22,6 +25,7 @@ def put_export(cluster, tmp_path, manifest, key, **options):
     return archive
 
 
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_cluster_import_equals_the_in_process_import(cluster, tmp_path):
     from worker import client
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import node_name, wait_until
+from tests.integration.conftest import BROKERS, node_name, wait_until
 from tests.integration.test_export_cluster import local_copy, put_dataset
 from tests.integration.test_import_cluster import put_export
 from worker.jobs import parse_export_spec, parse_import_spec
@@ -39,8 +39,8 @@ RECOVERY_BOUND = VISIBILITY + RESTORE + 30
 
 
 @pytest.fixture
-def cluster(make_cluster):
-    return make_cluster(names=("r1", "r2"), **LIMITS)
+def cluster(make_cluster, request):
+    return make_cluster(names=("r1", "r2"), broker=getattr(request, "param", "redis"), **LIMITS)
 
 
 def kill_while_holding(cluster, name: str, job_id: str, sig: int) -> tuple[str, float]:
@@ -88,6 +88,7 @@ def assert_whole(cluster, job_id: str, final: dict, images: int, chunks: int) ->
     assert cluster.staged(job_id) == []
 
 
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_an_export_survives_a_worker_stopping_mid_chunk(cluster, tmp_path, sig):
     from worker import client
@@ -112,6 +113,7 @@ def test_an_export_survives_a_worker_stopping_mid_chunk(cluster, tmp_path, sig):
         assert chunk_worker(chunk) == "r1"
 
 
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_an_import_survives_a_worker_killed_mid_chunk(cluster, tmp_path):
     from worker import client
 
@@ -132,15 +134,13 @@ def test_an_import_survives_a_worker_killed_mid_chunk(cluster, tmp_path):
 
 
 def test_a_job_whose_chunks_are_lost_is_failed_by_the_reaper(cluster, tmp_path):
-    import redis
-
     from worker import client
 
     spec, _ = export_dataset(cluster, tmp_path, "rel-lost", 40)
     job_id = cluster.submit("cityscapes.export", spec)
     wait_until(lambda: client.status(job_id)["done"] >= 1, 60, "the job's first chunk")
     # The chunks still queued are lost (a broker restored without them, say).
-    redis.Redis.from_url(cluster.env["CELERY_BROKER_URL"]).delete(cluster.queue)
+    cluster.purge()
     lost_at = time.monotonic()
     final = client.wait(job_id, timeout=STUCK_AFTER + 30)
     print(f"reaped {time.monotonic() - lost_at:.1f} s after its chunks were lost")
@@ -203,7 +203,8 @@ def pool_children(pid: int) -> list[int]:
             for child in (task / "children").read_text().split()]
 
 
-def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(make_cluster, tmp_path):
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(make_cluster, tmp_path, broker):
     """A chunk that takes down the pool process running it (out of memory, say) comes back each
     time; after CITYSCAPES_MAX_DELIVERIES (3) the job fails instead of the cluster going on."""
     import redis
@@ -213,7 +214,7 @@ def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(make_cluster, tmp
 
     # Room in the time limits: a pool process forked after a kill may take a few seconds before
     # it runs its first task.
-    cluster = make_cluster(names=("p1", "p2"), **{
+    cluster = make_cluster(names=("p1", "p2"), broker=broker, **{
         **LIMITS, "CITYSCAPES_SOFT_TIME_LIMIT": "40", "CITYSCAPES_TIME_LIMIT": "45",
         "CITYSCAPES_VISIBILITY_TIMEOUT": "60", "CITYSCAPES_STUCK_AFTER": "90"})
     spec, _ = export_dataset(cluster, tmp_path, "rel-poison", 4)  # a single chunk
