@@ -34,6 +34,9 @@ def celery_config(settings: Settings) -> dict:
         # Chunks are idempotent (each overwrites its own staged part), so a chunk whose worker
         # died is delivered again rather than lost.
         "task_acks_late": True,
+        # A backend's link_error is called once, by the chord's callback, not also by each
+        # failing chunk (Celery's default today; pinned so that a change of default shows).
+        "task_allow_error_cb_on_chord_header": False,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": broker_transport_options(settings),
