@@ -42,6 +42,7 @@ def replace_with_chunks(
         for number in range(chunks)
     )
     progress.planned(job_id, chunks, images)
+    announce(job_id, "task-progress", result=progress_text({"total": chunks, "images": images}))
     log.info("%d images in %d chunks", images, chunks, extra={"job_id": job_id})
     raise plan.replace(chord(header, callback.on_error(job_failed.s(job_id, output, staging))))
 
@@ -62,6 +63,22 @@ def chunk_may_run(task: Task, job_id: str, number: int) -> bool:
     return True
 
 
+def announce(job_id: str, event: str, **fields: str) -> None:
+    """A task event for the job's own task (its id is the job id): Flower reads events, not our
+    progress, and shows an event type it does not know as the task's state (task-progress:
+    PROGRESS). Never fails the caller: events are for watching."""
+    try:
+        with app.events.default_dispatcher() as dispatcher:
+            dispatcher.send(event, uuid=job_id, **fields)
+    except Exception as exc:  # noqa: BLE001 - the broker may be away; progress stays in Redis
+        log.warning("event %s not sent: %s", event, exc, extra={"job_id": job_id})
+
+
+def progress_text(state: dict) -> str:
+    return (f"chunks {state.get('done', 0)}/{state.get('total', 0)},"
+            f" images {state.get('images_done', 0)}/{state.get('images', 0)}")
+
+
 def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
     """Count a chunk's images, unless the job was stopped while it ran: then remove what it
     staged (a cleanup may already have passed) and say so."""
@@ -69,6 +86,7 @@ def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
         storage_for(staging).delete_prefix(join_url(staging, "parts"))
         return False
     progress.chunk_done(job_id, number, images)
+    announce(job_id, "task-progress", result=progress_text(progress.read(job_id)))
     return True
 
 
@@ -107,6 +125,9 @@ def job_failed(request, exc, traceback, job_id: str, output: str, staging: str) 
     log.error("failed: %s", exc, extra={"job_id": job_id})
     if progress.read(job_id).get("state") not in progress.TERMINAL:
         progress.fail(job_id, str(exc))
+    # The chord's callback (the job's own task) never ran: say how the job ended.
+    state = progress.read(job_id)
+    announce(job_id, "task-failed", exception=state.get("error", str(exc)))
     discard_job_files(output, staging)
 
 

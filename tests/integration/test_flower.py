@@ -23,20 +23,34 @@ def get(url):
         return json.loads(response.read())
 
 
+class Flower:
+    """`celery flower` against a cluster's broker, behind basic auth."""
+
+    def __init__(self, cluster, tmp_path):
+        port = free_port()
+        self.log = open(tmp_path / "flower.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
+             "--address=127.0.0.1", f"--basic-auth={AUTH}"],
+            cwd=ROOT, env={**os.environ, **cluster.env}, stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: len(get(f"{self.url}/api/workers?refresh=1")) >= 2, 60, "flower")
+
+    def task(self, task_id: str) -> dict:
+        return get(f"{self.url}/api/task/info/{task_id}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
 @pytest.fixture
 def flower(cluster, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
-         "--address=127.0.0.1", f"--basic-auth={AUTH}"],
-        cwd=ROOT, env={**os.environ, **cluster.env}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: len(get(f"{url}/api/workers?refresh=1")) >= 2, 60, "flower")
-    yield url
-    proc.terminate()
-    proc.wait(20)
+    running = Flower(cluster, tmp_path)
+    yield running.url
+    running.stop()
 
 
 def test_flower_lists_the_job_tasks_with_their_states(cluster, flower):
@@ -83,3 +97,48 @@ def test_a_secret_in_a_spec_is_shown_nowhere(cluster, flower):
     task = wait_until(shown, 20, "the failed job in flower")
     assert "user:***@jobs" in task["kwargs"] and "user:***@jobs" in task["exception"], task
     assert "hunter2" not in json.dumps(task) + final["error"]
+
+
+def test_flower_shows_the_job_in_progress_then_its_result(make_cluster, tmp_path):
+    """Chunk 5 of 10 held at S3: Flower shows the job's own task (id: the job id) in state
+    PROGRESS with 9 of 10 chunks done; let go, SUCCESS with the job's result."""
+    from worker import client
+
+    cluster = make_cluster(proxy=True)
+    flower = Flower(cluster, tmp_path)
+    try:
+        manifest = make_manifest(30, width=128, height=64, seed=3, objects=5, stuff_vertices=10)
+        spec = {**put_dataset(cluster, "p", manifest, photos=False), "output": cluster.url("p.zip")}
+        cluster.schedule.hold("/in/00005.json")
+        job_id = client.submit_export(spec)
+
+        def in_progress():
+            task = flower.task(job_id)
+            return task if task.get("result") == "chunks 9/10, images 27/30" else None
+
+        task = wait_until(in_progress, 60, "the job at 9 of 10 chunks in flower")
+        assert task["state"] == "PROGRESS" and task["name"] == "cityscapes.export", task
+        cluster.schedule.release("/in/00005.json")
+        final = client.wait(job_id, timeout=60)
+        assert final["state"] == "SUCCESS", final
+        done = wait_until(lambda: (t := flower.task(job_id))["state"] == "SUCCESS" and t, 30,
+                          "the job's success in flower")
+        assert cluster.url("p.zip") in done["result"] and "'images': 30" in done["result"], done
+    finally:
+        flower.stop()
+
+
+def test_flower_shows_a_failed_job_with_its_one_line_error(cluster, flower):
+    from worker import client
+
+    manifest = make_manifest(9, width=128, height=64, seed=3, objects=5, stuff_vertices=10)
+    inputs = put_dataset(cluster, "f", manifest)
+    missing = manifest["images"][4]["name"]
+    cluster.s3.delete_object(Bucket=cluster.bucket, Key=f"f/images/{missing}")
+    job_id = client.submit_export({**inputs, "save_images": True, "output": cluster.url("f.zip")})
+    final = client.wait(job_id, timeout=60)
+    assert final["state"] == "FAILURE", final
+    task = wait_until(lambda: (t := get(f"{flower}/api/task/info/{job_id}"))["state"] == "FAILURE"
+                      and t, 30, "the job's failure in flower")
+    assert task["exception"] == final["error"] and missing in task["exception"], task
+    assert "\n" not in task["exception"]
