@@ -7,7 +7,7 @@ import logging
 import posixpath
 import time
 
-from celery import Signature, Task, chord, group
+from celery import Signature, Task, chord, current_task, group
 
 from config.settings import get_settings
 from worker import progress
@@ -67,8 +67,10 @@ def announce(job_id: str, event: str, **fields: str) -> None:
     """A task event for the job's own task (its id is the job id): Flower reads events, not our
     progress, and shows an event type it does not know as the task's state (task-progress:
     PROGRESS). Never fails the caller: events are for watching."""
+    task = current_task
+    hostname = task.request.hostname if task and task.request.hostname else None
     try:
-        with app.events.default_dispatcher() as dispatcher:
+        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
             dispatcher.send(event, uuid=job_id, **fields)
     except Exception as exc:  # noqa: BLE001 - the broker may be away; progress stays in Redis
         log.warning("event %s not sent: %s", event, exc, extra={"job_id": job_id})

@@ -3,9 +3,12 @@
 import base64
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,33 @@ def get(url):
     request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+def chromium() -> str:
+    """Debian's chromium, installed by this test when the machine lacks it."""
+    if shutil.which("chromium") is None:
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=True)
+            subprocess.run(install, capture_output=True, check=True)
+    return shutil.which("chromium")
+
+
+def browse(url: str, screenshot: Path) -> str:
+    """The page's text as headless Chromium renders it (credentials from AUTH); a screenshot is
+    kept beside the test's files."""
+    user, password = AUTH.split(":")
+    url = url.replace("http://", f"http://{user}:{password}@")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={screenshot.parent / 'chromium-profile'}"]
+    subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", "--window-size=1280,1400",
+                    url], capture_output=True, timeout=120, check=True)
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    print(f"screenshot: {screenshot}")
+    assert screenshot.stat().st_size > 0
+    return re.sub(r"<[^>]+>", " ", dom)
 
 
 class Flower:
@@ -118,6 +148,9 @@ def test_flower_shows_the_job_in_progress_then_its_result(make_cluster, tmp_path
 
         task = wait_until(in_progress, 60, "the job at 9 of 10 chunks in flower")
         assert task["state"] == "PROGRESS" and task["name"] == "cityscapes.export", task
+        # The task page as an operator sees it: a real browser, with basic auth.
+        page = browse(f"{flower.url}/task/{job_id}", tmp_path / "flower-task-progress.png")
+        assert "PROGRESS" in page and "chunks 9/10, images 27/30" in page and job_id in page
         cluster.schedule.release("/in/00005.json")
         final = client.wait(job_id, timeout=60)
         assert final["state"] == "SUCCESS", final
