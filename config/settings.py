@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     reap_interval: int = Field(60, ge=1)  # how often one of the workers looks for stuck jobs
     result_expires: int = Field(7 * 24 * 3600, ge=60)
     progress_ttl: int = Field(7 * 24 * 3600, ge=60)
+    # Job-end webhooks (notify_url): the hosts (or host:port) workers may call, comma-separated
+    # (none by default: no webhook is sent), and the HMAC-SHA256 key that signs each body.
+    webhook_hosts: str = ""
+    webhook_secret: str | None = None
+    webhook_timeout: float = Field(10, gt=0)
     # S3 calls: attempts (botocore's standard retry mode: backoff with jitter) and timeouts, s
     s3_max_attempts: int = Field(8, ge=1)
     s3_connect_timeout: float = Field(10, gt=0)

@@ -33,6 +33,9 @@ class JobTask(Task):
         log.error("task %s failed: %s", self.name, message, extra={"job_id": job_id})
         if progress.read(job_id).get("state") not in progress.TERMINAL:
             progress.fail(job_id, message)
+        from tasks.jobs import job_ended
+
+        job_ended(job_id)
 
 
 class ChunkTask(JobTask):

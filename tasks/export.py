@@ -64,7 +64,8 @@ def export(self, **raw_spec):
     settings = get_settings()
     progress.start(job_id, "export")
     staging = staging_url(spec.output, job_id)
-    progress.describe(job_id, output=spec.output, staging=staging)
+    progress.describe(job_id, output=spec.output, staging=staging,
+                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
     staging_store = storage_for(staging)
     log.info("planning export of %s", spec.annotations, extra={"job_id": job_id})
     try:

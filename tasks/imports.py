@@ -55,7 +55,8 @@ def import_(self, **raw_spec):
     spec = parse_import_spec(raw_spec)
     progress.start(job_id, "import")
     staging = staging_url(spec.output, job_id)
-    progress.describe(job_id, output=spec.output, staging=staging)
+    progress.describe(job_id, output=spec.output, staging=staging,
+                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
     store = storage_for(staging)
     with _open_archive(spec.archive) as archive:
         index = scan_archive(archive)

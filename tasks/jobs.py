@@ -15,6 +15,7 @@ from worker.celery import app
 from worker.errors import IncompleteJob, PoisonChunk
 from worker.storage import join_url, storage_for
 from worker.storage.s3 import split_url
+from worker.webhook import WebhookRefused, allowed_hosts, check_url, payload, post
 
 log = logging.getLogger("cityscapes.jobs")
 
@@ -117,8 +118,41 @@ def finish_job(job_id: str, output: str, size: int, chunks: list[dict], warnings
         "warnings": warnings + [w for c in chunks for w in c["warnings"]],
     }
     progress.finish(job_id, result)
+    job_ended(job_id)
     log.info("wrote %s (%d bytes)", output, size, extra={"job_id": job_id})
     return result
+
+
+def job_ended(job_id: str) -> None:
+    """The job reached SUCCESS, FAILURE or CANCELLED: queue its webhook, if it asked for one,
+    once however many of its tasks report the end."""
+    if progress.read(job_id).get("notify_url") and progress.claim_notification(job_id):
+        app.send_task("cityscapes.notify", args=[job_id], queue=get_settings().queue)
+
+
+@app.task(name="cityscapes.notify", bind=True, max_retries=6)
+def notify(self: Task, job_id: str) -> str:
+    """POST the job's status to its notify_url, signed; retried with backoff while the backend
+    is away or answers 5xx. A separate task: it neither delays nor fails the job."""
+    from worker.client import status
+
+    settings = get_settings()
+    url = progress.read(job_id).get("notify_url", "")
+    try:
+        check_url(url, allowed_hosts(settings.webhook_hosts))
+    except WebhookRefused as exc:
+        log.warning("%s", exc, extra={"job_id": job_id})
+        return f"refused: {exc}"
+    body = payload(status(job_id), job_id)
+    try:
+        answer: int | OSError = post(url, body, settings.webhook_secret, settings.webhook_timeout)
+    except OSError as exc:
+        answer = exc
+    if isinstance(answer, int) and (answer < 400 or (answer < 500 and answer not in (408, 429))):
+        log.info("webhook answered %d", answer, extra={"job_id": job_id})
+        return f"answered {answer}"
+    log.warning("webhook not delivered (%s); retrying", answer, extra={"job_id": job_id})
+    raise self.retry(countdown=min(60, 2 ** self.request.retries))
 
 
 @app.task(name="cityscapes.job_failed")
@@ -130,6 +164,7 @@ def job_failed(request, exc, traceback, job_id: str, output: str, staging: str) 
     # The chord's callback (the job's own task) never ran: say how the job ended.
     state = progress.read(job_id)
     announce(job_id, "task-failed", exception=state.get("error", str(exc)))
+    job_ended(job_id)
     discard_job_files(output, staging)
 
 
@@ -149,6 +184,8 @@ def cleanup(job_id: str) -> dict:
     state = progress.read(job_id)
     if "output" in state and "staging" in state:
         discard_job_files(state["output"], state["staging"])
+    if state.get("state") in progress.TERMINAL:
+        job_ended(job_id)
     return {"job_id": job_id, "cleaned": True}
 
 
@@ -173,6 +210,7 @@ def reap(sent_at: float | None = None) -> list[str]:
         message = (f"stuck: no progress for {quiet} s (a chunk was lost or its workers are gone);"
                    " failed by the reaper")
         progress.fail(job_id, message)
+        job_ended(job_id)
         revoke_job(job_id, state.get("total", 0))
         if "output" in state and "staging" in state:
             discard_job_files(state["output"], state["staging"])

@@ -49,6 +49,8 @@ class ExportSpec(BaseModel):
     # COCO RLE annotations marked iscrowd read as instances: CVAT's COCO export so marks masks.
     coco_rle_instances: bool = False
     job_id: str | None = None
+    # POSTed the job's status when it ends (cluster jobs; hosts allowed by the operator).
+    notify_url: str | None = Field(default=None, pattern=r"^https?://\S{1,2040}$")
 
     @field_validator("image_ext")
     @classmethod
@@ -64,6 +66,7 @@ class ImportSpec(BaseModel):
     labels: list[LabelEntry] | None = None
     shapes: Literal["polygon", "mask"] = "polygon"
     job_id: str | None = None
+    notify_url: str | None = Field(default=None, pattern=r"^https?://\S{1,2040}$")
 
     @model_validator(mode="after")
     def _labels_for_manifests(self) -> "ImportSpec":

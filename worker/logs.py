@@ -13,7 +13,7 @@ _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]+@")
 def redact(text: str) -> str:
     """Passwords in URLs and the values of secret environment variables, masked."""
     text = _URL_PASSWORD.sub(r"\1***@", text)
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CITYSCAPES_WEBHOOK_SECRET"):
         secret = os.environ.get(name)
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")

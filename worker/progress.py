@@ -89,6 +89,11 @@ def delivery(job_id: str, chunk: int, attempt: int) -> int:
     return pipe.execute()[0]
 
 
+def claim_notification(job_id: str) -> bool:
+    """True once per job, for the first caller that reports its end."""
+    return bool(_redis().hsetnx(_PREFIX + job_id, "notified", 1))
+
+
 def forget(job_id: str) -> None:
     """Take an ended (or expired) job out of the reaper's view."""
     _redis().zrem(_ACTIVE, job_id)

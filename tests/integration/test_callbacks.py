@@ -15,7 +15,7 @@ import redis
 from celery import signature
 
 from tests.integration.conftest import BROKERS, ROOT, wait_until
-from tests.integration.test_export_cluster import put_dataset
+from tests.integration.test_export_cluster import failing_export, put_dataset
 from worker.synth import make_manifest
 
 
@@ -91,13 +91,7 @@ def test_a_successful_job_calls_the_backend_once_with_its_result(cluster, backen
 def test_a_failed_job_calls_the_backends_errback_once_with_its_id(cluster, backend, where):
     from worker import client
 
-    manifest = make_manifest(9, width=128, height=64, seed=7, objects=5, stuff_vertices=10)
-    inputs = put_dataset(cluster, "bad", manifest)
-    if where == "planning":
-        inputs["annotations"] = cluster.put("bad/annotations.json", b'{"version": 3}')
-    else:
-        cluster.s3.delete_object(Bucket=cluster.bucket, Key=f"bad/images/{manifest['images'][4]['name']}")
-    job_id = send(cluster, backend, {**inputs, "save_images": True, "output": cluster.url("bad.zip")})
+    job_id = send(cluster, backend, failing_export(cluster, where))
     assert client.wait(job_id, timeout=60)["state"] == "FAILURE"
     calls = wait_until(lambda: backend.calls() or None, 60, "the backend called")
     assert calls == [{"task": "failed", "args": [job_id]}]

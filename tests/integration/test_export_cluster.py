@@ -26,6 +26,18 @@ def put_dataset(cluster, prefix, manifest, photos=True) -> dict:
     return {**inputs, "images": cluster.url(f"{prefix}/images")} if photos else inputs
 
 
+def failing_export(cluster, where: str) -> dict:
+    """An export spec (photos saved) that fails at `where`: "planning" (a manifest of an unknown
+    version) or "chunk" (the fifth image's photo missing)."""
+    manifest = make_manifest(9, width=128, height=64, seed=7, objects=5, stuff_vertices=10)
+    inputs = put_dataset(cluster, "bad", manifest)
+    if where == "planning":
+        inputs["annotations"] = cluster.put("bad/annotations.json", b'{"version": 3}')
+    else:
+        cluster.s3.delete_object(Bucket=cluster.bucket, Key=f"bad/images/{manifest['images'][4]['name']}")
+    return {**inputs, "save_images": True, "output": cluster.url("bad.zip")}
+
+
 def local_copy(cluster, prefix, manifest, tmp_path):
     """The dataset put by `put_dataset`, back on local files: (manifest path, images folder)."""
     (tmp_path / "m.json").write_text(json.dumps(manifest))
