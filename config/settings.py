@@ -23,9 +23,13 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", alias="AWS_DEFAULT_REGION")
     # Key prefix, in the output's bucket, under which chunks are staged per job.
     staging_prefix: str = ".cityscapes-staging/"
-    # images per subtask; 24 of 2048x1024 stage ~6.5 MB, above S3's 5 MiB part minimum, so the
-    # assembly copies them inside S3
-    chunk_size: int = Field(24, ge=1, le=10000)
+    # Chunks are sized by work, so that a chunk's time and memory are about the same whatever
+    # its images: export chunks by pixels (24 images of 2048x1024, which stage ~6.5 MB, above S3's
+    # 5 MiB part minimum, so the assembly copies them inside S3), import chunks by bytes of input
+    # files; and at most chunk_size images each.
+    chunk_pixels: int = Field(24 * 2048 * 1024, ge=1)
+    chunk_bytes: int = Field(8 << 20, ge=1)
+    chunk_size: int = Field(1000, ge=1, le=10000)
     queue: str = "cityscapes"
     soft_time_limit: int = Field(600, ge=1)  # seconds a task may run before it is told to stop
     time_limit: int = Field(660, ge=1)  # ... and before it is killed
@@ -34,6 +38,9 @@ class Settings(BaseSettings):
     # How often a worker looks for such messages: recovery from a dead worker takes at most
     # visibility_timeout + restore_interval seconds.
     restore_interval: int = Field(10, ge=1)
+    # Redis broker: a running task holds a lease renewed every lease_seconds/5; a worker that
+    # finds a lease lapsed (its task's worker died) puts the task back in the queue at once.
+    lease_seconds: int = Field(15, ge=2)
     # RabbitMQ's consumer_timeout (its server setting; 30 min by default): a task unacknowledged
     # this long closes its worker's channel, so every task must end well within it.
     broker_consumer_timeout: int = Field(1800, ge=1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.exceptions import Ignore
 
-from worker import progress
+from config.settings import get_settings
+from worker import leases, progress
 from worker.errors import CityscapesWorkerError, ServerError
 
 log = logging.getLogger("cityscapes.tasks")
@@ -25,6 +27,31 @@ class JobTask(Task):
 
     def job_id(self, task_id: str, args: tuple) -> str:
         return task_id
+
+    def __call__(self, *args, **kwargs):
+        """Run under a lease on a Redis broker (see worker.leases): if the lease was taken over
+        while this run went on (its worker stalled), the run that took over reports instead."""
+        lease = self._take_lease()
+        if lease is None:
+            return super().__call__(*args, **kwargs)
+        try:
+            result = super().__call__(*args, **kwargs)
+        except BaseException:
+            if not lease.release():
+                raise Ignore() from None
+            raise
+        if not lease.release():
+            log.warning("task %s: taken over by another worker while it ran; its run reports",
+                        self.request.id, extra={"job_id": self.job_id(self.request.id, args)})
+            raise Ignore()
+        return result
+
+    def _take_lease(self) -> leases.Lease | None:
+        settings = get_settings()
+        tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag")
+        if self.request.is_eager or settings.broker_is_amqp or not tag:
+            return None
+        return leases.Lease(progress.redis_client(), tag, settings.lease_seconds)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = self.job_id(task_id, args)

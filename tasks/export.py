@@ -22,6 +22,7 @@ from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
+    chunks_by_work,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -76,8 +77,8 @@ def export(self, **raw_spec):
                 path, workdir, spec.annotations_format, spec.annotations, spec.coco_rle_instances)
             job = ImageJob.plan(spec, manifest)  # label map and zip paths checked now
             images = manifest.images
-            size = settings.chunk_size
-            chunks = [range(start, min(start + size, len(images))) for start in range(0, len(images), size)]
+            chunks = chunks_by_work([i.width * i.height for i in images], settings.chunk_pixels,
+                                    settings.chunk_size)
             for index, indices in enumerate(chunks):
                 items = [(images[i], manifest.shapes_of(i)) for i in indices]
                 staging_store.write(

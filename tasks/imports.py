@@ -18,6 +18,7 @@ from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
+    chunks_by_work,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -58,14 +59,15 @@ def import_(self, **raw_spec):
     progress.describe(job_id, output=spec.output, staging=staging,
                       **({"notify_url": spec.notify_url} if spec.notify_url else {}))
     store = storage_for(staging)
+    settings = get_settings()
     with _open_archive(spec.archive) as archive:
         index = scan_archive(archive)
         archive_label_map(archive, index.label_file)  # a broken label file fails the job now
-    size = get_settings().chunk_size
-    chunks = [index.items[i : i + size] for i in range(0, len(index.items), size)]
-    for number, items in enumerate(chunks):
-        rows = [[number * size + k + 1, item.name, item.subset, item.members]
-                for k, item in enumerate(items)]
+        work = [sum(archive.getinfo(m).file_size for m in item.members.values()) for item in index.items]
+    chunks = chunks_by_work(work, settings.chunk_bytes, settings.chunk_size)
+    for number, indices in enumerate(chunks):
+        items = [index.items[i] for i in indices]
+        rows = [[i + 1, item.name, item.subset, item.members] for i, item in zip(indices, items)]
         document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
         store.write(join_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
     callback = import_assemble.s(job_id, spec.output, staging, spec.model_dump(), index.label_file)

@@ -28,6 +28,21 @@ def staging_url(output: str, job_id: str) -> str:
     return join_url(posixpath.dirname(output) or ".", ".cityscapes-staging", job_id)
 
 
+def chunks_by_work(work: list[int], budget: int, most: int) -> list[range]:
+    """Consecutive items in chunks of about `budget` work (pixels, bytes) and at most `most`
+    items, so that a chunk's time and memory do not depend on its images' sizes: a chunk closes
+    once its work reaches the budget (an item over the budget makes a chunk of its own)."""
+    chunks, start, total = [], 0, 0
+    for index, amount in enumerate(work):
+        if index > start and (total + amount > budget or index - start == most):
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += amount
+    if start < len(work):
+        chunks.append(range(start, len(work)))
+    return chunks
+
+
 def chunk_id(job_id: str, index: int) -> str:
     return f"{job_id}-chunk-{index:05d}"
 
@@ -83,9 +98,10 @@ def progress_text(state: dict) -> str:
 
 
 def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
-    """Count a chunk's images, unless the job was stopped while it ran: then remove what it
-    staged (a cleanup may already have passed) and say so."""
-    if progress.is_stopped(job_id):
+    """Count a chunk's images, unless the job was stopped or has ended while it ran (a run that
+    lost its lease, see worker.leases, may end after the run that took over and the assembly):
+    then remove what it staged (a cleanup may already have passed) and say so."""
+    if progress.read(job_id).get("state") in progress.TERMINAL:
         storage_for(staging).delete_prefix(join_url(staging, "parts"))
         return False
     progress.chunk_done(job_id, number, images)

@@ -25,7 +25,8 @@ STOPPED = ("FAILURE", "CANCELLED")
 _clients: dict[str, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The Redis holding progress (and leases): one client per process and URL."""
     url = get_settings().progress_redis_url
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url, decode_responses=True)
@@ -34,7 +35,7 @@ def _redis() -> redis.Redis:
 
 def _write(job_id: str, fields: dict[str, Any]) -> None:
     key = _PREFIX + job_id
-    pipe = _redis().pipeline()
+    pipe = redis_client().pipeline()
     pipe.hset(key, mapping={k: v if isinstance(v, (str, int)) else json.dumps(v) for k, v in fields.items()})
     pipe.expire(key, get_settings().progress_ttl)
     if fields.get("state") in TERMINAL:
@@ -60,7 +61,7 @@ def planned(job_id: str, chunks: int, images: int) -> None:
 def chunk_done(job_id: str, chunk: int, images: int) -> None:
     """Counts a chunk once, however often it is delivered."""
     key = _PREFIX + job_id
-    client = _redis()
+    client = redis_client()
     if client.sadd(key + ":chunks", chunk):
         pipe = client.pipeline()
         pipe.hincrby(key, "done", 1)
@@ -73,7 +74,7 @@ def chunk_done(job_id: str, chunk: int, images: int) -> None:
 def check_in(job_id: str) -> bool:
     """A task of the job starts: note the sign of life; False if the job was stopped (cancelled,
     or failed by another task or by the reaper) and the task should not run."""
-    pipe = _redis().pipeline()
+    pipe = redis_client().pipeline()
     pipe.zadd(_ACTIVE, {job_id: time.time()}, xx=True)
     pipe.hget(_PREFIX + job_id, "state")
     return pipe.execute()[1] not in STOPPED
@@ -83,7 +84,7 @@ def delivery(job_id: str, chunk: int, attempt: int) -> int:
     """How many times this attempt of the chunk has been handed to a worker, this one included
     (more than once only when a worker died holding it)."""
     key = f"{_PREFIX}{job_id}:deliveries"
-    pipe = _redis().pipeline()
+    pipe = redis_client().pipeline()
     pipe.hincrby(key, f"{chunk}:{attempt}", 1)
     pipe.expire(key, get_settings().progress_ttl)
     return pipe.execute()[0]
@@ -91,22 +92,22 @@ def delivery(job_id: str, chunk: int, attempt: int) -> int:
 
 def claim_notification(job_id: str) -> bool:
     """True once per job, for the first caller that reports its end."""
-    return bool(_redis().hsetnx(_PREFIX + job_id, "notified", 1))
+    return bool(redis_client().hsetnx(_PREFIX + job_id, "notified", 1))
 
 
 def forget(job_id: str) -> None:
     """Take an ended (or expired) job out of the reaper's view."""
-    _redis().zrem(_ACTIVE, job_id)
+    redis_client().zrem(_ACTIVE, job_id)
 
 
 def claim(name: str, seconds: int) -> bool:
     """True for one caller per `seconds` across the cluster."""
-    return bool(_redis().set(f"cityscapes:claim:{name}", 1, nx=True, ex=seconds))
+    return bool(redis_client().set(f"cityscapes:claim:{name}", 1, nx=True, ex=seconds))
 
 
 def quiet_before(cutoff: float) -> list[str]:
     """Jobs not ended whose last sign of life came before `cutoff` (a Unix time)."""
-    return _redis().zrangebyscore(_ACTIVE, 0, cutoff)
+    return redis_client().zrangebyscore(_ACTIVE, 0, cutoff)
 
 
 def finish(job_id: str, result: dict) -> None:
@@ -122,7 +123,7 @@ def cancel(job_id: str) -> None:
 
 
 def read(job_id: str) -> dict[str, Any]:
-    raw = _redis().hgetall(_PREFIX + job_id)
+    raw = redis_client().hgetall(_PREFIX + job_id)
     out: dict[str, Any] = {}
     for field, value in raw.items():
         if field in ("done", "total", "images_done", "images"):
@@ -132,8 +133,3 @@ def read(job_id: str) -> dict[str, Any]:
         else:
             out[field] = value
     return out
-
-
-def is_stopped(job_id: str) -> bool:
-    """Cancelled, or failed: the job's remaining tasks have nothing left to do."""
-    return _redis().hget(_PREFIX + job_id, "state") in STOPPED

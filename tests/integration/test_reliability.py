@@ -1,7 +1,8 @@
 """Crash safety on real parts: workers killed or stopped mid-job, chunks lost for good.
 
-These tests run a cluster of their own on a queue of its own, with short limits, so that a dead
-worker's chunk is delivered again within seconds (the same settings an operator would lower)."""
+The kill tests run with the default settings on both brokers: on Redis a dead worker's chunk comes
+back when its lease lapses, on RabbitMQ when its connection drops. The reaper's tests use short
+limits of their own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.integration.conftest import BROKERS, node_name, wait_until
 from tests.integration.test_export_cluster import local_copy, put_dataset
@@ -21,9 +23,9 @@ from worker.local_import import run_import
 from worker.synth import make_manifest
 
 VISIBILITY, RESTORE, STUCK_AFTER = 12, 1, 25
-# Short enough that a dead worker's chunk comes back within seconds (as an operator would lower
-# them), long enough that a chunk of 4 images (under a second here) is never cut short by load:
-# the soft limit is about ten times a chunk's time.
+# For the reaper's tests: short enough that lost chunks are noticed within seconds, long enough
+# that a chunk of 4 images (under a second here) is never cut short by load: the soft limit is
+# about ten times a chunk's time.
 LIMITS = {
     "CITYSCAPES_CHUNK_SIZE": "4",
     "CITYSCAPES_SOFT_TIME_LIMIT": "8",
@@ -33,39 +35,43 @@ LIMITS = {
     "CITYSCAPES_STUCK_AFTER": str(STUCK_AFTER),
     "CITYSCAPES_REAP_INTERVAL": "1",
 }
-# The documented bound for a dead worker's chunk is VISIBILITY + RESTORE; what the job does after
-# it (run the chunk again, assemble) gets a generous allowance on this shared 2-core machine.
-RECOVERY_BOUND = VISIBILITY + RESTORE + 30
+# With the default settings a dead worker's chunk is delivered again within one lease period and
+# a watcher's turn (15 + 5 s) on Redis, at once on RabbitMQ; measured: about 20 s and 3 s from the
+# kill to the job's end. The bounds are the targets we promise (Redis: 120 s, RabbitMQ: 30 s),
+# about five and ten times what was measured on this shared 2-core machine.
+RECOVERY_BOUND = {"redis": 120, "amqp": 30}
 
 
 @pytest.fixture
 def cluster(make_cluster, request):
-    """On Redis with the short limits above; on RabbitMQ with the default settings (it requeues a
-    dead worker's task itself, at once), but for 4 images a chunk."""
-    broker = getattr(request, "param", "redis")
-    if broker == "amqp":
-        return make_cluster(names=("r1", "r2"), broker=broker, CITYSCAPES_CHUNK_SIZE="4")
-    return make_cluster(names=("r1", "r2"), broker=broker, **LIMITS)
-
-
-def recovery_bound(cluster) -> float:
-    """Redis: the bound above. RabbitMQ, default settings: 30 s (ten times the ~3 s measured)."""
-    return 30 if cluster.broker == "amqp" else RECOVERY_BOUND
+    """With a broker as parameter: the default settings but for 4 images a chunk. Without: Redis
+    with the short limits above."""
+    broker = getattr(request, "param", None)
+    if broker is None:
+        return make_cluster(names=("r1", "r2"), **LIMITS)
+    return make_cluster(names=("r1", "r2"), broker=broker, CITYSCAPES_CHUNK_SIZE="4")
 
 
 def kill_while_holding(cluster, name: str, job_id: str, sig: int) -> tuple[str, float]:
-    """Send `sig` to the worker (SIGKILL: to its whole process group, pool included) once it
+    """Send `sig` to the worker (SIGKILL, SIGSTOP: to its whole process group, pool included) once it
     holds a chunk of the job; returns the chunk and the time."""
     from worker import client
 
+    deliveries = redis.Redis.from_url(cluster.env["CELERY_RESULT_BACKEND"])
+
     def holding():
+        """A chunk the worker received and started running (it counted its delivery, after
+        taking its lease)."""
         state = client.status(job_id)
         assert state["state"] not in ("SUCCESS", "FAILURE"), state
-        return cluster.held_chunk(name, job_id)
+        chunk = cluster.held_chunk(name, job_id)
+        number = chunk and int(chunk.rsplit("-", 1)[1])
+        started = chunk and deliveries.hget(f"cityscapes:job:{job_id}:deliveries", f"{number}:0")
+        return chunk if started else None
 
     chunk = wait_until(holding, 60, f"{name} holding a chunk")
     proc = cluster.procs[name]
-    if sig == signal.SIGKILL:
+    if sig in (signal.SIGKILL, signal.SIGSTOP):
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
@@ -116,7 +122,7 @@ def test_an_export_survives_a_worker_stopping_mid_chunk(cluster, tmp_path, sig):
     if sig == signal.SIGKILL:
         # The chunk the dead worker held ran again on the other one, within the bound.
         assert chunk_worker(chunk) == "r2"
-        assert recovery < recovery_bound(cluster)
+        assert recovery < RECOVERY_BOUND[cluster.broker]
     else:
         # A warm stop finishes the chunk in hand first, and the worker exits cleanly.
         assert cluster.procs["r1"].wait(30) == 0
@@ -138,9 +144,34 @@ def test_an_import_survives_a_worker_killed_mid_chunk(cluster, tmp_path):
 
     assert_whole(cluster, job_id, final, 24, 6)
     assert chunk_worker(chunk) == "r1"
-    assert recovery < recovery_bound(cluster)
+    assert recovery < RECOVERY_BOUND[cluster.broker]
     run_import(parse_import_spec({"archive": str(archive), "output": str(tmp_path / "local.json")}), jobs=1)
     assert cluster.get("rel-import/out.json") == (tmp_path / "local.json").read_bytes()
+
+
+def test_a_worker_stalled_past_its_lease_is_taken_over_and_its_chunk_counted_once(make_cluster, tmp_path):
+    """A worker frozen mid-chunk (SIGSTOP) looks dead: its lease lapses and the other worker runs
+    the chunk. When it wakes, its own run of the chunk ends after the job did; it must report
+    nothing (the chord counts each chunk once) and leave nothing staged."""
+    from worker import client
+
+    cluster = make_cluster(names=("r1", "r2"), CITYSCAPES_CHUNK_SIZE="4")
+    spec, expected = export_dataset(cluster, tmp_path, "rel-stall", 24)
+    job_id = cluster.submit("cityscapes.export", spec)
+    chunk, _ = kill_while_holding(cluster, "r1", job_id, signal.SIGSTOP)
+    try:
+        final = client.wait(job_id, timeout=RECOVERY_BOUND["redis"])
+    finally:
+        os.killpg(cluster.procs["r1"].pid, signal.SIGCONT)
+    assert_whole(cluster, job_id, final, 24, 6)
+    assert cluster.get("rel-stall/out.zip") == expected
+    assert chunk_worker(chunk) == "r2"
+    # Awake, r1 finishes its run, finds its lease taken over and reports nothing.
+    wait_until(lambda: "taken over by another worker" in cluster.log("r1"), 60, "r1's run ending")
+    wait_until(lambda: f"[{chunk}] ignored" in cluster.log("r1") or None, 30, "r1's run ignored")
+    assert chunk_worker(chunk) == "r2"
+    assert cluster.staged(job_id) == []
+    assert client.status(job_id) == final
 
 
 def test_a_job_whose_chunks_are_lost_is_failed_by_the_reaper(cluster, tmp_path):
@@ -164,8 +195,6 @@ def test_a_job_whose_chunks_are_lost_is_failed_by_the_reaper(cluster, tmp_path):
 def test_the_reaper_counts_silence_up_to_when_it_was_queued(make_cluster, monkeypatch):
     """A check that waited in the queue behind a backlog does not hold that wait against jobs
     planned after it was queued (their chunks are queued behind it)."""
-    import redis
-
     from config.settings import get_settings
     from tasks.jobs import reap
     from worker import progress
@@ -217,8 +246,6 @@ def pool_children(pid: int) -> list[int]:
 def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(make_cluster, tmp_path, broker):
     """A chunk that takes down the pool process running it (out of memory, say) comes back each
     time; after CITYSCAPES_MAX_DELIVERIES (3) the job fails instead of the cluster going on."""
-    import redis
-
     from tasks.jobs import chunk_id
     from worker import client
 
