@@ -2,6 +2,7 @@
 compared pixel for pixel with the same scene written as a manifest by hand."""
 
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -316,6 +317,20 @@ def test_coco_exports_the_pixels_of_the_same_scene_as_a_manifest(tmp_path):
     assert instances[20, 45] == instances[20, 55] == 26000  # one annotation, two polygons
     assert instances[17, 38] == 26  # crowd
     assert got["result"]["warnings"] == []
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(["images", "annotations", "categories"])))
+def test_coco_keys_in_any_order_and_annotations_interleaved_export_the_same_scene(tmp_path, order):
+    """COCO is read as a stream: the annotations may come before the images they name, and an
+    image's annotations may be spread among other images' (as merged files have them)."""
+    document = coco_document()
+    annotations = document["annotations"]
+    first, other = [a for a in annotations if a["image_id"] == 10], [a for a in annotations if a["image_id"] == 11]
+    document["annotations"] = first[:2] + other[:1] + first[2:] + other[1:]
+    reordered = {"info": document["info"], **{key: document[key] for key in order}}
+    got = write_export(tmp_path, "instances.json", json.dumps(reordered).encode())
+    images = [{k: v for k, v in image.items() if k != "subset"} for image in REFERENCE_IMAGES]
+    assert_same_pixels(got, manifest_export(tmp_path, images, COCO_REFERENCE_SHAPES))
 
 
 def test_coco_labels_take_official_colours_or_stable_ones(tmp_path):

@@ -14,10 +14,10 @@ import math
 import os
 import re
 import shutil
-import stat
 import xml.etree.ElementTree as ET
+from array import array
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,18 +38,17 @@ from worker.cityscapes.manifest import (
     MAX_VERTICES,
     Manifest,
     crowd_flag,
+    invalid_json,
     json_events,
     read_manifest,
     shown,
+    top_level_values,
 )
 from worker.cityscapes.rle import checked_runs, decode_mask_box, mask_runs
 from worker.errors import ClientError, LabelMapError, ManifestError
 
 FORMATS = ("manifest", "cvat", "coco")
 MAX_WARNINGS = 200
-# COCO is one JSON value, loaded whole by orjson, whose objects take several times the file
-# (not yet measured at the limit); COCO 2017's train file, 448 MiB, stays within it.
-MAX_COCO_BYTES = 512 << 20
 # XML: a tag with its attributes, or a text, between two '<' (a polygon at MAX_VERTICES is ~20 MB).
 MAX_XML_TOKEN = MAX_VALUE_BYTES
 # Elements inside one child of <annotations> (an <image> and its shapes and their attributes).
@@ -607,131 +606,233 @@ _CVAT_SHAPES: dict[str, Callable[[ET.Element, int, int], dict[str, Any]]] = {
 def coco_to_manifest(
     stream: BinaryIO, writer: _ManifestFile, problems: _Problems, rle_instances: bool = False
 ) -> None:
-    """Read a COCO instances document into `writer` (loaded whole: it is one JSON value).
+    """Read a COCO instances document into `writer` as a stream: categories and images first,
+    then annotations, whose shapes are spilled to a side file and handed to the writer image by
+    image at the end. Memory holds the images and one image's shapes, not the document: one
+    pass when the annotations come last (as writers put them), two otherwise.
 
     CVAT's COCO export marks every mask `iscrowd: 1`, so read as written its masked objects
     become crowd regions without instance ids: when every RLE annotation is crowd a warning
     says so, and `rle_instances` reads them as instances.
     """
-    document = _load_coco(stream, problems)
-    if document is None:
-        return
-    if not isinstance(document, dict):
-        problems.add("is not a JSON object")
-        return
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(document.get(key), list):
-            problems.add(f"has no {key!r} list (not COCO instances)")
-    problems.raise_any()
+    reader = _CocoReader(stream, writer, problems, rle_instances)
+    with _ShapeSpill(writer.path.parent / "coco-shapes.part") as spill:
+        try:
+            reader.read_annotations(reader.read_head(), spill)
+        except ijson.JSONError as exc:
+            raise invalid_json(problems.source, exc) from None
+        problems.raise_any()
+        spill.group(len(reader.images))
+        for position, image in enumerate(reader.images.values()):
+            shapes, objects = spill.shapes_of(position)
+            problem = number_instances(shapes, objects)
+            if problem:
+                problems.add(f"image {shown(image['name'])}: {problem}")
+            writer.add_image(image, shapes)
 
-    categories: dict[Any, str] = {}
-    for i, category in enumerate(document["categories"]):
-        if not isinstance(category, dict) or not isinstance(category.get("name"), str) \
-                or not _is_key(category.get("id")):
-            problems.add(f"categories[{i}]: needs an id (a number or text) and a name")
-            continue
-        if category["id"] in categories:
-            problems.add(f"categories[{i}]: id {shown(category['id'])} is used twice")
-            continue
-        categories[category["id"]] = category["name"]
-        writer.add_label(category["name"])
 
-    images: dict[Any, dict[str, Any]] = {}
-    for i, raw in enumerate(document["images"]):
+_COCO_LISTS = ("images", "annotations", "categories")
+
+
+class _CocoReader:
+    """The parts of a COCO document, read from its parse events as they come."""
+
+    def __init__(self, stream: BinaryIO, writer: _ManifestFile, problems: _Problems,
+                 rle_instances: bool):
+        self.stream, self.writer, self.problems = stream, writer, problems
+        self.rle_instances = rle_instances
+        self.lists: set[str] = set()  # top-level keys whose value is a list
+        self.root: str | None = None  # the first parse event: start_map for an object
+        self.categories: dict[Any, str] = {}
+        self.images: dict[Any, dict[str, Any]] = {}  # id -> image, in file order
+        self._image_problems: list[str] = []  # reported after the categories'
+
+    def _events(self) -> Iterator[tuple[str, str, Any]]:
+        for prefix, event, value in json_events(self.stream, self.problems.source):
+            if self.root is None:
+                self.root = event
+            if event == "start_array" and prefix in _COCO_LISTS:
+                self.lists.add(prefix)
+            yield prefix, event, value
+
+    def _require(self, keys: tuple[str, ...]) -> None:
+        """A document that is not COCO instances fails on that alone."""
+        if self.root != "start_map":
+            self.problems.add("is not a JSON object")
+        for key in _COCO_LISTS:
+            if key in keys and key not in self.lists:
+                self.problems.add(f"has no {key!r} list (not COCO instances)")
+        self.problems.raise_any()
+
+    def read_head(self) -> Iterator[tuple[str, Any]] | None:
+        """Categories, then images; returns the values still to come when the annotations
+        follow them (the same pass reads those), else None (a second pass will)."""
+        keys: set[str] = set()
+        categories: list[Any] = []
+        images = 0
+        wanted = ("categories.item", "images.item", "annotations.item")
+        values = top_level_values(self._events(), wanted)
+        rest = None
+        for prefix, value in values:
+            if prefix == "":
+                if value == "annotations" and {"categories", "images"} <= keys:
+                    rest = values
+                    break
+                keys.add(value)
+            elif prefix == "categories.item":
+                categories.append(value)  # few; checked before the images, as they name them
+            elif prefix == "images.item":
+                self._add_image(images, value)
+                images += 1
+        # The whole file was read when the annotations did not come last.
+        self._require(("images", "categories") if rest else _COCO_LISTS)
+        for i, category in enumerate(categories):
+            self._add_category(i, category)
+        for problem in self._image_problems:
+            self.problems.add(problem)
+        return rest
+
+    def _add_image(self, i: int, raw: Any) -> None:
+        problems = self._image_problems
         if not isinstance(raw, dict) or not _is_key(raw.get("id")):
-            problems.add(f"images[{i}]: needs an id (a number or text)")
-            continue
+            problems.append(f"images[{i}]: needs an id (a number or text)")
+            return
         where = f"images[{i}] ({shown(raw.get('file_name'))})"
-        if raw["id"] in images:
-            problems.add(f"{where}: id {shown(raw['id'])} is used twice")
-            continue
+        if raw["id"] in self.images:
+            problems.append(f"{where}: id {shown(raw['id'])} is used twice")
+            return
         if not isinstance(raw.get("file_name"), str):
-            problems.add(f"{where}: file_name is not text")
-            continue
+            problems.append(f"{where}: file_name is not text")
+            return
         width, height = raw.get("width"), raw.get("height")
         if not all(type(v) is int and -INT64 <= v < INT64 for v in (width, height)):
-            problems.add(
+            problems.append(
                 f"{where}: width and height {shown(width)}, {shown(height)} are not whole"
                 " numbers of pixels"
             )
-            continue
-        images[raw["id"]] = {"id": raw["id"], "name": raw["file_name"], "width": width,
-                             "height": height}
+            return
+        self.images[raw["id"]] = {"id": raw["id"], "name": raw["file_name"], "width": width,
+                                  "height": height}
 
-    shapes_of: dict[Any, list[tuple[dict[str, Any], int]]] = {key: [] for key in images}
-    rle_count = rle_crowds = 0
-    annotations = document["annotations"]
-    for i, annotation in enumerate(annotations):
-        annotations[i] = None  # its numbers are copied to arrays: let its objects go
+    def _add_category(self, i: int, category: Any) -> None:
+        if not isinstance(category, dict) or not isinstance(category.get("name"), str) \
+                or not _is_key(category.get("id")):
+            self.problems.add(f"categories[{i}]: needs an id (a number or text) and a name")
+        elif category["id"] in self.categories:
+            self.problems.add(f"categories[{i}]: id {shown(category['id'])} is used twice")
+        else:
+            self.categories[category["id"]] = category["name"]
+            self.writer.add_label(category["name"])
+
+    def read_annotations(self, rest: Iterator[tuple[str, Any]] | None, spill: _ShapeSpill) -> None:
+        if rest is None:
+            rest = top_level_values(self._events(), ("annotations.item",))
+        positions = {key: position for position, key in enumerate(self.images)}
+        rle_count = rle_crowds = 0
+        i = -1
+        for prefix, annotation in rest:
+            if prefix != "annotations.item":
+                continue
+            i += 1
+            mask = self._add_annotation(i, annotation, positions, spill)
+            if mask is not None:
+                rle_count += 1
+                rle_crowds += mask
+        self._require(("annotations",))
+        if rle_count and rle_crowds == rle_count and not self.rle_instances:
+            self.writer.warnings.insert(0, (
+                f"all {rle_count} RLE annotations are iscrowd, as CVAT's COCO export marks every"
+                " mask: they are drawn as crowd regions, without instance ids; to read them as"
+                " instances, use --coco-rle-instances (job field coco_rle_instances)"
+            ))
+
+    def _add_annotation(self, i: int, annotation: Any, positions: dict[Any, int],
+                        spill: _ShapeSpill) -> bool | None:
+        """Spill the annotation's shapes; for a mask, whether it is marked crowd."""
         if not isinstance(annotation, dict):
-            problems.add(f"annotations[{i}]: not an object")
-            continue
+            self.problems.add(f"annotations[{i}]: not an object")
+            return None
         given = annotation.get("id", i)
         where = f"annotation {shown(given)}" if _is_key(given) else f"annotations[{i}]"
         image_id, category_id = annotation.get("image_id"), annotation.get("category_id")
-        image = images.get(image_id) if _is_key(image_id) else None
+        image = self.images.get(image_id) if _is_key(image_id) else None
         if image is None:
-            problems.add(f"{where}: image_id {shown(image_id)} is not in images")
-            continue
+            self.problems.add(f"{where}: image_id {shown(image_id)} is not in images")
+            return None
         where += f" (image {shown(image['name'])})"
-        label = categories.get(category_id) if _is_key(category_id) else None
+        label = self.categories.get(category_id) if _is_key(category_id) else None
         if label is None:
-            problems.add(f"{where}: category_id {shown(category_id)} is not in categories")
-            continue
+            self.problems.add(f"{where}: category_id {shown(category_id)} is not in categories")
+            return None
         if not annotation.get("segmentation") and "keypoints" in annotation:
-            writer.warnings.append(f"{where}: keypoints only, no area; skipped")
-            continue
+            self.writer.warnings.append(f"{where}: keypoints only, no area; skipped")
+            return None
         try:
             geometries = _coco_geometries(annotation, image)
             crowd = crowd_flag(annotation.get("iscrowd", 0))
         except ValueError as exc:
-            problems.add(f"{where}: {exc}")
-            continue
-        if len(shapes_of[image["id"]]) + len(geometries) > MAX_SHAPES_PER_IMAGE:
-            problems.add(f"{where}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
-            continue
-        if geometries[0]["type"] == "mask":
-            rle_count += 1
-            rle_crowds += crowd
-            crowd = crowd and not rle_instances
+            self.problems.add(f"{where}: {exc}")
+            return None
+        position = positions[image["id"]]
+        if spill.count(position) + len(geometries) > MAX_SHAPES_PER_IMAGE:
+            self.problems.add(f"{where}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+            return None
+        mask = crowd if geometries[0]["type"] == "mask" else None
+        if mask is not None:
+            crowd = crowd and not self.rle_instances
         attributes = {"is_crowd": crowd}
         for geometry in geometries:
-            shape = {"image": image["id"], "label": label, **geometry, "attributes": attributes}
-            shapes_of[image["id"]].append((shape, i))
-    if rle_count and rle_crowds == rle_count and not rle_instances:
-        writer.warnings.insert(0, (
-            f"all {rle_count} RLE annotations are iscrowd, as CVAT's COCO export marks every"
-            " mask: they are drawn as crowd regions, without instance ids; to read them as"
-            " instances, use --coco-rle-instances (job field coco_rle_instances)"
-        ))
-    for key, image in images.items():
-        shapes = [shape for shape, _ in shapes_of[key]]
-        problem = number_instances(shapes, [annotation for _, annotation in shapes_of[key]])
-        if problem:
-            problems.add(f"image {shown(image['name'])}: {problem}")
-        writer.add_image(image, shapes)
+            spill.add(position, i, {"image": image["id"], "label": label, **geometry,
+                                    "attributes": attributes})
+        return mask
 
 
-def _load_coco(stream: BinaryIO, problems: _Problems) -> Any:
-    """The document, or None with a problem: at most MAX_COCO_BYTES are read (it is loaded
-    whole); orjson refuses nesting past 1024 levels, and malformed UTF-8."""
-    info = os.fstat(stream.fileno())
-    limit = f"{MAX_COCO_BYTES >> 20} MiB, the most a COCO file may be (it is loaded whole)"
-    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_COCO_BYTES:
-        problems.add(f"is {info.st_size / (1 << 20):,.0f} MiB, more than {limit}")
-        return None
-    data = stream.read(MAX_COCO_BYTES + 1)
-    if len(data) > MAX_COCO_BYTES:
-        problems.add(f"is more than {limit}")
-        return None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc) or "recursion" in str(exc).lower():
-            problems.add(f"is nested too deep for a COCO file ({exc})")
-        else:
-            problems.add(f"is not valid JSON ({exc})")
-        return None
+class _ShapeSpill:
+    """Shapes as they come, in a side file, found again by image: a few integers a shape stay
+    in memory (its image's position, its object, where its JSON lies)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "w+b")
+        self._owner, self._object = array("q"), array("q")
+        self._offset, self._length = array("q"), array("q")
+        self._counts: Counter[int] = Counter()
+        self._end = 0
+        self._order = self._starts = np.zeros(0, np.int64)
+
+    def __enter__(self) -> _ShapeSpill:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def count(self, position: int) -> int:
+        return self._counts[position]
+
+    def add(self, position: int, obj: int, shape: dict[str, Any]) -> None:
+        data = orjson.dumps(shape, option=orjson.OPT_SERIALIZE_NUMPY)
+        self._file.write(data)
+        self._owner.append(position)
+        self._object.append(obj)
+        self._offset.append(self._end)
+        self._length.append(len(data))
+        self._end += len(data)
+        self._counts[position] += 1
+
+    def group(self, images: int) -> None:
+        """All shapes are in: sort them by image (stably: file order within an image)."""
+        self._file.flush()
+        owners = np.array(self._owner, np.int64)
+        self._order = np.argsort(owners, kind="stable")
+        self._starts = np.searchsorted(owners[self._order], np.arange(images + 1))
+
+    def shapes_of(self, position: int) -> tuple[list[dict[str, Any]], list[int]]:
+        """The shapes of the image at `position`, in file order, and their objects."""
+        picked = self._order[self._starts[position]:self._starts[position + 1]]
+        fd = self._file.fileno()
+        shapes = [orjson.loads(os.pread(fd, self._length[k], self._offset[k])) for k in picked]
+        return shapes, [self._object[k] for k in picked]
 
 
 def _is_key(value: Any) -> bool:

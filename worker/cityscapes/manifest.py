@@ -470,8 +470,12 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
         try:
             return _ManifestReader(stream, source, Path(workdir)).read()
         except ijson.JSONError as exc:
-            detail = " ".join(str(exc).split())[:200]
-            raise ManifestError(source, [f"is not valid JSON ({detail})"]) from None
+            raise invalid_json(source, exc) from None
+
+
+def invalid_json(source: str, exc: ijson.JSONError) -> ManifestError:
+    detail = " ".join(str(exc).split())[:200]
+    return ManifestError(source, [f"is not valid JSON ({detail})"])
 
 
 _HEAD_KEYS = ("version", "labels", "images")
