@@ -22,7 +22,6 @@ from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
-    chunks_by_work,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -39,7 +38,7 @@ from worker.cityscapes.archive import (
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
-from worker.pipeline import ImageJob, chunk_input, read_chunk_input
+from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
 from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.export")

@@ -18,7 +18,6 @@ from tasks.jobs import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
-    chunks_by_work,
     finish_job,
     replace_with_chunks,
     staging_url,
@@ -40,6 +39,7 @@ from worker.cityscapes.reader import (
     scan_archive,
 )
 from worker.jobs import ImportSpec, parse_import_spec
+from worker.pipeline import chunks_by_work
 from worker.storage import join_url, storage_for
 from worker.storage.ranged import open_ranged
 

@@ -60,10 +60,14 @@ def _start(
     initializer(*initargs)
 
 
-def _call(function: Callable[[Any], Any], index: int, item: Any) -> tuple[str, int, int]:
-    _slots[_slot + 1] = index
+def _call(function: Callable[[Any], Any], first: int, items: list[Any]) -> tuple[str, int, int]:
+    """`function` over a group of items, the slot naming the one in hand (its index)."""
+    results = []
     try:
-        reply: tuple = (True, function(item))
+        for index, item in enumerate(items, first):
+            _slots[_slot + 1] = index
+            results.append(function(item))
+        reply: tuple = (True, results)
     except Exception as exc:
         reply = (False, exc, traceback.format_exc())
     finally:
@@ -94,43 +98,46 @@ def ordered_map(
     initargs: tuple,
     describe: Callable[[Item], str],
     spool_dir: str,
+    groups: list[range] | None = None,
 ) -> Iterator[Result]:
     """`function` over `items`, in order, in `workers` forked processes (here when 1), which
-    spool their results in `spool_dir`.
+    spool their results in `spool_dir`. Items are handed out in `groups` (consecutive ranges;
+    one item each by default), so that small items do not each pay a round trip.
 
-    At most two items per process are in flight, so results never pile up. A process that
+    At most two groups per process are in flight, so results never pile up. A process that
     dies (SIGKILL from the OOM killer, a crash) raises PoolProcessDied naming the item it was
     on, `describe(item)`. Close the iterator to stop the pool early."""
     if workers <= 1:
         initializer(*initargs)
         yield from map(function, items)
         return
+    if groups is None:
+        groups = [range(i, i + 1) for i in range(len(items))]
     context = multiprocessing.get_context("fork")
     # Lock-free: a process killed while holding a lock would leave it held for good.
     slots, claim = context.RawArray("q", [0, -1] * workers), context.Lock()
     pool = ProcessPoolExecutor(workers, context, initializer=_start,
                                initargs=(slots, claim, spool_dir, initializer, initargs))
     processes: dict[int, multiprocessing.Process] = {}
-    in_flight: deque[tuple[int, Future]] = deque()
-    queued = iter(enumerate(items))
+    in_flight: deque[Future] = deque()
+    queued = ((group.start, [items[i] for i in group]) for group in groups)
     try:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            for index, item in queued:
-                in_flight.append((index, pool.submit(_call, function, index, item)))
+            for first, group in queued:
+                in_flight.append(pool.submit(_call, function, first, group))
                 processes.update(pool._processes)  # forked at the first submit (fork context)
                 if len(in_flight) >= 2 * workers:
                     break
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         while in_flight:
-            index, future = in_flight.popleft()
-            result = _reply(future.result())
-            for index, item in queued:
+            results = _reply(in_flight.popleft().result())
+            for first, group in queued:
                 # A pool that broke since (a process died) refuses new work here.
-                in_flight.append((index, pool.submit(_call, function, index, item)))
+                in_flight.append(pool.submit(_call, function, first, group))
                 break
-            yield result
+            yield from results
     except BrokenProcessPool:
         raise _died(processes, slots, items, describe) from None
     finally:
