@@ -28,13 +28,7 @@ from tasks.jobs import (
 )
 from worker import progress
 from worker.celery import app
-from worker.cityscapes.archive import (
-    EntryRecord,
-    central_directory,
-    encode_entries,
-    join_runs,
-    rebase,
-)
+from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
@@ -125,13 +119,14 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     if chunks is None:
         return {"cancelled": True}
     store = storage_for(staging)
-    records: list[EntryRecord] = []
+    directory = CentralDirectory()
     sources, offset = [], 0
     for chunk in chunks:
         run = json.loads(store.read(_records_url(staging, chunk["chunk"])))
-        records.extend(rebase([EntryRecord(**r) for r in run], offset))
+        directory.add((EntryRecord(**r) for r in run), offset)
         sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
         offset += chunk["size"]
-    size = storage_for(output).compose(output, sources, central_directory(records, offset))
+    tail = directory.buffer.getvalue() + directory.end(offset)
+    size = storage_for(output).compose(output, sources, tail)
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings, ("objects",))

@@ -8,12 +8,15 @@ process and one assembled on the cluster hold the same bytes.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import struct
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable
+from typing import BinaryIO
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,7 +32,7 @@ _MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
 _FILE_MODE = 0o100644 << 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryRecord:
     """What the central directory says of one entry; `offset` counts from the run's start."""
 
@@ -77,39 +80,54 @@ def encode_entries(parts: Iterable[ZipPart], offset: int = 0) -> tuple[bytes, li
     return b"".join(blobs), records
 
 
-def central_directory(records: list[EntryRecord], start: int) -> bytes:
-    """Central directory and end records for entries whose offsets are final; `start` is where
-    the directory itself begins."""
-    out = []
-    for record in records:
-        name = record.name.encode("utf-8")
-        extra = b""
-        offset, needed = record.offset, 20
-        if offset >= _ZIP64_LIMIT:
-            extra = struct.pack("<HHQ", 0x0001, 8, offset)
-            offset, needed = _ZIP64_LIMIT, 45
-        out.append(
-            struct.pack(
+class CentralDirectory:
+    """The central directory, built as runs of entries are placed: each entry's record is
+    encoded at once into `buffer` (memory, or a file for a big archive), a few dozen bytes an
+    entry rather than an object, so that 400,000 entries stay small."""
+
+    def __init__(self, buffer: BinaryIO | None = None):
+        self.buffer = buffer if buffer is not None else io.BytesIO()
+        self.count = self.size = 0
+
+    def add(self, records: Iterable[EntryRecord], base: int) -> None:
+        """Records whose offsets count from `base`, where their run lies in the archive."""
+        for record in records:
+            name = record.name.encode("utf-8")
+            extra = b""
+            offset, needed = record.offset + base, 20
+            if offset >= _ZIP64_LIMIT:
+                extra = struct.pack("<HHQ", 0x0001, 8, offset)
+                offset, needed = _ZIP64_LIMIT, 45
+            entry = struct.pack(
                 "<IHHHHHHIIIHHHHHII", 0x02014B50, _MADE_BY, needed,
                 0 if name.isascii() else _UTF8_FLAG, record.method, _DOS_TIME, _DOS_DATE,
                 record.crc, record.compressed_size, record.size, len(name), len(extra),
                 0, 0, 0, _FILE_MODE, offset,
+            ) + name + extra
+            self.buffer.write(entry)
+            self.size += len(entry)
+            self.count += 1
+
+    def end(self, start: int) -> bytes:
+        """The end records, for a directory that begins at `start` (ZIP64 where needed)."""
+        count, size = self.count, self.size
+        end = b""
+        if count >= _ENTRY_COUNT_LIMIT or size >= _ZIP64_LIMIT or start >= _ZIP64_LIMIT:
+            zip64_end = start + size
+            end += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _MADE_BY, 45, 0, 0, count, count, size, start)
+            end += struct.pack("<IIQI", 0x07064B50, 0, zip64_end, 1)
+            count, size, start = (
+                min(count, _ENTRY_COUNT_LIMIT), min(size, _ZIP64_LIMIT), min(start, _ZIP64_LIMIT)
             )
-            + name
-            + extra
-        )
-    directory = b"".join(out)
-    count, size = len(records), len(directory)
-    end = b""
-    if count >= _ENTRY_COUNT_LIMIT or size >= _ZIP64_LIMIT or start >= _ZIP64_LIMIT:
-        zip64_end = start + size
-        end += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _MADE_BY, 45, 0, 0, count, count, size, start)
-        end += struct.pack("<IIQI", 0x07064B50, 0, zip64_end, 1)
-        count, size, start = (
-            min(count, _ENTRY_COUNT_LIMIT), min(size, _ZIP64_LIMIT), min(start, _ZIP64_LIMIT)
-        )
-    end += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0)
-    return directory + end
+        return end + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0)
+
+
+def central_directory(records: Iterable[EntryRecord], start: int) -> bytes:
+    """Central directory and end records for entries whose offsets are final; `start` is where
+    the directory itself begins."""
+    directory = CentralDirectory()
+    directory.add(records, 0)
+    return directory.buffer.getvalue() + directory.end(start)
 
 
 def rebase(records: list[EntryRecord], offset: int) -> list[EntryRecord]:
@@ -147,7 +165,7 @@ class ArchiveWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
-        self._records: list[EntryRecord] = []
+        self._directory = CentralDirectory(tempfile.TemporaryFile(dir=self.path.parent))
         self._offset = 0
 
     def add(self, parts: Iterable[ZipPart]) -> None:
@@ -156,7 +174,7 @@ class ArchiveWriter:
     def add_run(self, blob: bytes, records: list[EntryRecord]) -> None:
         """Entries encoded elsewhere (offsets from the run's start)."""
         self._file.write(blob)
-        self._records.extend(rebase(records, self._offset))
+        self._directory.add(records, self._offset)
         self._offset += len(blob)
 
     def add_spooled(self, path: str, offset: int, size: int, records: list[EntryRecord]) -> None:
@@ -165,12 +183,15 @@ class ArchiveWriter:
         with open(path, "rb") as source:
             copy_range(source.fileno(), self._file.fileno(), offset, size)
         self._file.seek(0, os.SEEK_END)
-        self._records.extend(rebase(records, self._offset))
+        self._directory.add(records, self._offset)
         self._offset += size
 
     def commit(self) -> int:
         """Write the central directory and move the archive into place; returns its size."""
-        self._file.write(central_directory(self._records, self._offset))
+        self._directory.buffer.seek(0)
+        shutil.copyfileobj(self._directory.buffer, self._file, 1 << 20)
+        self._directory.buffer.close()
+        self._file.write(self._directory.end(self._offset))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -180,6 +201,7 @@ class ArchiveWriter:
 
     def abort(self) -> None:
         self._file.close()
+        self._directory.buffer.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ArchiveWriter:
