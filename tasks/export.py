@@ -132,6 +132,7 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         records.extend(rebase([EntryRecord(**r) for r in run], offset))
         sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
         offset += chunk["size"]
-    size = storage_for(output).compose(output, sources, central_directory(records, offset))
+    size = storage_for(output).compose(output, sources, central_directory(records, offset),
+                                       join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings, ("objects",))
