@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(8, ge=1)
     s3_connect_timeout: float = Field(10, gt=0)
     s3_read_timeout: float = Field(60, gt=0)
+    # Parts of one multipart upload: S3's 10,000, never more. Lowered only by tests, so that an
+    # output of a few parts takes the two-level assembly a 10,000-part one takes on S3.
+    s3_max_parts: int = Field(10_000, ge=3, le=10_000)
 
     @model_validator(mode="after")
     def _limits(self) -> Settings:

@@ -127,6 +127,6 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
         offset += chunk["size"]
     tail = directory.buffer.getvalue() + directory.end(offset)
-    size = storage_for(output).compose(output, sources, tail)
+    size = storage_for(output).compose(output, sources, tail, join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings, ("objects",))

@@ -125,6 +125,7 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         if len(sources) > 1:
             sources.append((join_url(staging, "comma"), 1))
         sources.append((join_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
-    size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode())
+    size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode(),
+                                       join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, [], ("shapes", "changed_pixels"))

@@ -78,6 +78,10 @@ class OutputPathError(ClientError):
     """An output path that cannot or must not be written: a folder, a link, a device, an input."""
 
 
+class OutputTooLarge(ClientError):
+    """An output larger than its store can hold as one object; only a smaller job can help."""
+
+
 class InputStreamError(ClientError):
     """An input read from a pipe or a device that cannot be spooled (too large, a terminal)."""
 

@@ -107,6 +107,40 @@ def test_cluster_export_equals_the_in_process_export(cluster, tmp_path):
     assert cluster.staged(job_id) == []
 
 
+def test_a_zip_of_more_parts_than_an_upload_holds_is_joined_in_two_levels(make_cluster, tmp_path):
+    """CITYSCAPES_S3_MAX_PARTS lowers S3's 10,000 parts to 4: a zip of 6 or more 5 MiB parts is
+    joined into intermediates in the job's staging, then those into the output."""
+    from worker import client
+    from worker.storage.s3 import MIN_PART
+
+    cluster = make_cluster(CITYSCAPES_S3_MAX_PARTS="4", CITYSCAPES_CHUNK_SIZE="1")
+    manifest = make_manifest(20, width=1024, height=512, seed=9, objects=10, stuff_vertices=40)
+    spec = {**put_dataset(cluster, "two", manifest, photos=False), "save_images": True,
+            "images": cluster.url("two/images"), "output": cluster.url("two/out.zip")}
+    noise = np.random.default_rng(9)
+    for image in manifest["images"]:  # noise does not compress: 1.5 MB a photo
+        buffer = io.BytesIO()
+        pixels = noise.integers(0, 256, (image["height"], image["width"], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, "PNG")
+        cluster.put(f"two/images/{image['name']}", buffer.getvalue())
+    job_id = cluster.submit("cityscapes.export", spec)
+    final = client.wait(job_id, timeout=180)
+    assert final["state"] == "SUCCESS", final
+
+    # Runs of one image are under 5 MiB: one upload would take a part per 5 MiB, more than 4.
+    cluster_zip = cluster.get("two/out.zip")
+    assert len(cluster_zip) > 5 * MIN_PART
+    etag = cluster.s3.head_object(Bucket=cluster.bucket, Key="two/out.zip")["ETag"]
+    print(f"{len(cluster_zip)} bytes, ETag {etag}")
+    assert int(etag.strip('"').rsplit("-", 1)[1]) <= 4, etag  # multipart ETags end in -parts
+    manifest_path, images = local_copy(cluster, "two", manifest, tmp_path)
+    local = tmp_path / "local.zip"
+    run_export(parse_export_spec({"annotations": str(manifest_path), "output": str(local),
+                                  "images": str(images), "save_images": True}), jobs=1)
+    assert cluster_zip == local.read_bytes()
+    assert cluster.staged(job_id) == [] and cluster.open_uploads() == []
+
+
 def test_progress_shows_a_job_part_done_while_a_chunk_is_held_and_both_workers_share_it(
         make_cluster):
     """Chunk 5's input is held at S3: the worker that took it can do nothing else (one task at a

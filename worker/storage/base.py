@@ -31,13 +31,17 @@ class Storage(ABC):
 
     @abstractmethod
     def delete_prefix(self, url: str) -> int:
-        """Remove every object under `url` (a folder-like prefix); returns how many."""
+        """Remove every object under `url` (a folder-like prefix), and abort unfinished uploads
+        there; returns how many objects."""
 
     @abstractmethod
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes) -> int:
+    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+                scratch: str | None = None) -> int:
         """Write `url` as the concatenation of `sources` (url, size) followed by `tail`.
 
-        The object appears whole or not at all. Returns its size in bytes.
+        The object appears whole or not at all. Returns its size in bytes. A store that joins
+        in steps keeps what it joined so far under `scratch` (a prefix the caller removes with
+        its staging) and deletes it before it returns or raises.
         """
 
     @abstractmethod

@@ -216,7 +216,8 @@ class LocalStorage(Storage):
         shutil.rmtree(root, ignore_errors=True)
         return count
 
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes) -> int:
+    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+                scratch: str | None = None) -> int:
         path = local_path(url)
         with atomic_output(path) as out:
             for source, _ in sources:

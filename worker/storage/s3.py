@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,21 @@ from botocore.exceptions import BotoCoreError, ParamValidationError
 from botocore.exceptions import ClientError as BotoClientError
 
 from config.settings import get_settings
-from worker.errors import ServerError, StorageDenied, StorageLocationError, StorageNotFound
-from worker.storage.base import Storage
+from worker.errors import (
+    CityscapesWorkerError,
+    OutputTooLarge,
+    ServerError,
+    StorageDenied,
+    StorageLocationError,
+    StorageNotFound,
+)
+from worker.storage.base import Storage, join_url
 
-MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part (but the last)
+# S3's limits, module-level so that tests can lower them.
+MIN_PART = 5 * 1024 * 1024  # smallest part of a multipart upload (but the last)
+MAX_PART = 5 * 1024**3  # largest part, uploaded or copied (and largest CopyObject)
+MAX_PARTS = 10_000  # parts of one multipart upload (CITYSCAPES_S3_MAX_PARTS may lower it)
+MAX_OBJECT = 5 * 1024**4  # largest object
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 
@@ -31,6 +43,65 @@ _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 def split_url(url: str) -> tuple[str, str]:
     bucket, _, key = url[len("s3://") :].partition("/")
     return bucket, key
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A byte range of an object."""
+
+    url: str
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part of a multipart upload: one piece copied inside S3, or pieces read and sent."""
+
+    pieces: list[Piece]
+    copy: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(p.length for p in self.pieces)
+
+
+def plan_parts(sources: list[tuple[str, int]]) -> tuple[list[Part], list[Piece]]:
+    """The parts that join `sources` (url, size), and what is left over for the last part.
+
+    Every part is MIN_PART..MAX_PART: a source's bytes past MIN_PART are copied in ranges of at
+    most MAX_PART; the bytes before them (the head that tops up a part begun by the sources
+    before, or a remainder under MIN_PART) are read and joined with their neighbours."""
+    parts: list[Part] = []
+    buffer: list[Piece] = []
+    filled = 0
+
+    def take(url: str, start: int, length: int) -> None:
+        nonlocal filled
+        buffer.append(Piece(url, start, length))
+        filled += length
+        if filled >= MIN_PART:
+            parts.append(Part(buffer.copy()))
+            buffer.clear()
+            filled = 0
+
+    for url, size in sources:
+        position = 0
+        if buffer:
+            position = min(MIN_PART - filled, size)
+            if position:
+                take(url, 0, position)
+        while size - position >= MIN_PART:
+            length = min(size - position, MAX_PART)
+            parts.append(Part([Piece(url, position, length)], copy=True))
+            position += length
+        if position < size:
+            take(url, position, size - position)
+    return parts, buffer
+
+
+def count_parts(parts: list[Part], rest: list[Piece], tail: bytes) -> int:
+    return len(parts) + (1 if rest or tail or not parts else 0)
 
 
 class S3Storage(Storage):
@@ -121,58 +192,91 @@ class S3Storage(Storage):
                     count += len(keys)
         except BotoClientError as exc:
             raise ServerError(f"{url}: cannot list ({exc.response.get('Error', {}).get('Code')})") from None
+        # An intermediate of a composition cut short by a killed worker is left as an open upload.
+        self._abort_uploads(url.rstrip("/") + "/", exact=False)
         return count
 
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes) -> int:
-        """Multipart upload: large sources are copied inside S3 (UploadPartCopy, by byte range);
-        small ones are read and sent on, joined until a part reaches S3's 5 MiB minimum."""
+    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+                scratch: str | None = None) -> int:
+        """One multipart upload: large sources are copied inside S3 (UploadPartCopy, by byte
+        ranges of at most MAX_PART); small ones are read and sent on, joined until a part
+        reaches S3's 5 MiB minimum. Past MAX_PARTS parts, runs of those parts are first composed
+        into intermediate objects under `scratch` (by default beside the output, under the
+        staging prefix), which are then copied into the output and deleted, also on failure."""
+        total = sum(size for _, size in sources) + len(tail)
+        if total > MAX_OBJECT:
+            raise OutputTooLarge(f"{url}: {total} bytes, more than S3's largest object"
+                                 f" ({MAX_OBJECT} bytes); split the job")
+        limit = min(MAX_PARTS, get_settings().s3_max_parts)
+        parts, rest = plan_parts(sources)
+        if count_parts(parts, rest, tail) <= limit:
+            return self._upload(url, parts, rest, tail)
+        if scratch is None:
+            bucket, key = split_url(url)
+            scratch = f"s3://{bucket}/{get_settings().staging_prefix}compose/{key}"
+        parts += [Part(rest)] if rest else []
+        runs = [parts[n : n + limit] for n in range(0, len(parts), limit)]
+        intermediates = [(join_url(scratch, f"{n:05d}"), sum(p.size for p in run))
+                         for n, run in enumerate(runs)]
+        parts, rest = plan_parts(intermediates)
+        # With S3's limits this cannot happen below MAX_OBJECT: 5 TiB is at most 1,048,576
+        # parts of 5 MiB, so 105 intermediates, copied in at most 1,024 + 105 parts.
+        if count_parts(parts, rest, tail) > limit:
+            raise OutputTooLarge(f"{url}: more parts than two levels of {limit}-part uploads"
+                                 " can join; split the job")
+        try:
+            for (intermediate, _), run in zip(intermediates, runs):
+                self._upload(intermediate, run, [], b"")
+            self._upload(url, parts, rest, tail)
+        except BaseException:
+            try:
+                self.delete_prefix(scratch)
+            except CityscapesWorkerError:
+                pass  # the original fault says more; the job's cleanup tries again
+            raise
+        self.delete_prefix(scratch)
+        return total
+
+    def _upload(self, url: str, parts: list[Part], rest: list[Piece], tail: bytes) -> int:
+        """One multipart upload of `parts`, then `rest` and `tail` as the last part."""
         bucket, key = split_url(url)
         upload = self._call(url, self.client.create_multipart_upload, Bucket=bucket, Key=key)
         upload_id = upload["UploadId"]
-        parts: list[dict] = []
-        buffer = bytearray()
-        total = 0
+        done: list[dict] = []
+        total = sum(p.size for p in parts) + sum(p.length for p in rest) + len(tail)
 
         def send(body: bytes) -> None:
-            number = len(parts) + 1
+            number = len(done) + 1
             result = self._call(url, self.client.upload_part, Bucket=bucket, Key=key,
                                 UploadId=upload_id, PartNumber=number, Body=body)
-            parts.append({"PartNumber": number, "ETag": result["ETag"]})
+            done.append({"PartNumber": number, "ETag": result["ETag"]})
+
+        def read(pieces: list[Piece]) -> bytes:
+            return b"".join(self.read_range(p.url, p.start, p.length) for p in pieces)
 
         try:
-            for source, size in sources:
-                position = 0
-                if buffer:
-                    position = min(MIN_PART - len(buffer), size)
-                    buffer += self.read_range(source, 0, position)
-                    if len(buffer) >= MIN_PART:
-                        send(bytes(buffer))
-                        buffer.clear()
-                rest = size - position
-                if rest >= MIN_PART:
-                    source_bucket, source_key = split_url(source)
-                    number = len(parts) + 1
-                    result = self._call(
-                        source, self.client.upload_part_copy, Bucket=bucket, Key=key,
-                        UploadId=upload_id, PartNumber=number,
-                        CopySource={"Bucket": source_bucket, "Key": source_key},
-                        CopySourceRange=f"bytes={position}-{size - 1}",
-                    )
-                    parts.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
-                elif rest > 0:
-                    buffer += self.read_range(source, position, rest)
-                    if len(buffer) >= MIN_PART:
-                        send(bytes(buffer))
-                        buffer.clear()
-                total += size
-            buffer += tail
-            send(bytes(buffer))
+            for part in parts:
+                if not part.copy:
+                    send(read(part.pieces))
+                    continue
+                (piece,) = part.pieces
+                source_bucket, source_key = split_url(piece.url)
+                number = len(done) + 1
+                result = self._call(
+                    piece.url, self.client.upload_part_copy, Bucket=bucket, Key=key,
+                    UploadId=upload_id, PartNumber=number,
+                    CopySource={"Bucket": source_bucket, "Key": source_key},
+                    CopySourceRange=f"bytes={piece.start}-{piece.start + piece.length - 1}",
+                )
+                done.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
+            if rest or tail or not done:
+                send(read(rest) + tail)
             try:
                 self._call(url, self.client.complete_multipart_upload, Bucket=bucket, Key=key,
-                           UploadId=upload_id, MultipartUpload={"Parts": parts})
+                           UploadId=upload_id, MultipartUpload={"Parts": done})
             except StorageNotFound:
                 # A completion retried after its first attempt went through (the answer was lost).
-                if self.size(url) != total + len(tail):
+                if self.size(url) != total:
                     raise
             # An upload begun by a retried request whose first attempt went through is left open.
             self.abort_uploads(url)
@@ -182,15 +286,19 @@ class S3Storage(Storage):
             except (BotoClientError, BotoCoreError):
                 pass
             raise
-        return total + len(tail)
+        return total
 
     def abort_uploads(self, url: str) -> int:
+        return self._abort_uploads(url, exact=True)
+
+    def _abort_uploads(self, url: str, exact: bool) -> int:
+        """Abort the unfinished uploads of `url`'s key, or (not `exact`) of every key under it."""
         bucket, key = split_url(url)
         listing = self._call(url, self.client.list_multipart_uploads, Bucket=bucket, Prefix=key)
         count = 0
         for upload in listing.get("Uploads", []):
-            if upload["Key"] == key:
-                self._call(url, self.client.abort_multipart_upload, Bucket=bucket, Key=key,
-                           UploadId=upload["UploadId"])
+            if upload["Key"] == key or not exact:
+                self._call(url, self.client.abort_multipart_upload, Bucket=bucket,
+                           Key=upload["Key"], UploadId=upload["UploadId"])
                 count += 1
         return count
