@@ -270,7 +270,8 @@ class Cluster:
         progress._clients.clear()
         app.conf.update(celery_config(get_settings()))
 
-    def start_workers(self, count: int, chunk_size: int, concurrency: int = 1) -> None:
+    def start_workers(self, count: int, chunk_size: int, concurrency: int = 1,
+                      warm_images: int | None = None) -> None:
         self.stop_workers()
         self._configure(chunk_size)
         self.generation += 1
@@ -289,7 +290,7 @@ class Cluster:
             prefix = name + "@"
             wait_until(lambda p=prefix: self.events.seen_host(p), 20, f"events from {name}")
         # Warm-up: every pool process opens its S3 and Redis clients on a small job.
-        images = 4 * chunk_size * concurrency * count
+        images = warm_images or 4 * chunk_size * concurrency * count
         warm = self.upload(f"warm{self.generation}", small_manifest(images))
         self.run_job(warm, f"s3://{BUCKET}/warm/out.zip")
 
@@ -357,7 +358,7 @@ class Cluster:
             self.discarded += 1
         return run
 
-    def run_job(self, annotations: str, output: str) -> JobRun:
+    def run_job(self, annotations: str, output: str, keep_output: bool = False) -> JobRun:
         from celery.result import AsyncResult
 
         from tasks.jobs import chunk_id
@@ -383,7 +384,8 @@ class Cluster:
         broker1, backend1 = self._commands(self.broker), self._commands(self.backend)
         sizes = [AsyncResult(chunk_id(job_id, i), app=self.app).result["size"]
                  for i in range(final["total"])]
-        self.s3.delete_object(Bucket=BUCKET, Key=output.split("/", 3)[3])
+        if not keep_output:
+            self.s3.delete_object(Bucket=BUCKET, Key=output.split("/", 3)[3])
 
         def times(kind: str, chunk: bool) -> list[float]:
             return [e["timestamp"] for e in events

@@ -95,8 +95,13 @@ class ImageExport:
 
 def gt_path(image: ImageRecord, kind: str, layout: ZipLayout = ZipLayout()) -> str:
     """gtFine/<subset>/<city>/<name>_gtFine_<kind> (the city folder: see ZipLayout)."""
+    return gt_prefix(image, layout) + kind
+
+
+def gt_prefix(image: ImageRecord, layout: ZipLayout) -> str:
+    """gt_path without its kind: the same for every file of an image."""
     folder = posixpath.join("gtFine", image.subset, layout.city(image))
-    return posixpath.join(folder, f"{image.stem}_gtFine_{kind}")
+    return posixpath.join(folder, f"{image.stem}_gtFine_")
 
 
 def left_image_path(image: ImageRecord, ext: str, layout: ZipLayout = ZipLayout()) -> str:
@@ -178,16 +183,24 @@ def export_image(
             train_lut[i] = item.label.train_id if item.label.train_id >= 0 else IGNORE_TRAIN_ID
         outputs.append(("labelTrainIds.png", np.uint8, 1, lambda rows: lookup(rows, train_lut)))
 
-    layout = options.layout
+    prefix = gt_prefix(image, options.layout)
+    # A small canvas is read once; a large one band by band (see canvas_rows).
+    whole = np.asarray(canvas) if image.width * image.height <= _WHOLE_CANVAS else None
+
+    def rows(y0: int, y1: int) -> np.ndarray:
+        return whole[y0:y1] if whole is not None else canvas_rows(canvas, y0, y1)
+
     parts = [
-        ZipPart(gt_path(image, kind, layout), encode_png_rows(
-            image.width, image.height, dtype, channels,
-            lambda y0, y1, f=table: f(canvas_rows(canvas, y0, y1))))
+        ZipPart(prefix + kind, encode_png_rows(
+            image.width, image.height, dtype, channels, lambda y0, y1, f=table: f(rows(y0, y1))))
         for kind, dtype, channels, table in outputs
     ]
     if options.polygons_json:
-        parts.append(ZipPart(gt_path(image, "polygons.json", layout), document, compress=True))
+        parts.append(ZipPart(prefix + "polygons.json", document, compress=True))
     return ImageExport(parts, len(drawables), warnings)
+
+
+_WHOLE_CANVAS = 1 << 16  # pixels
 
 
 def _rgba_word(color: tuple[int, int, int]) -> int:

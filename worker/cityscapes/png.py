@@ -33,6 +33,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
+_IEND = _chunk(b"IEND", b"")
+
+
 def encode_png(image: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
     """PNG bytes of a grey (H, W) uint8/uint16 or an RGB/RGBA (H, W, 3|4) uint8 array.
 
@@ -77,6 +80,6 @@ def encode_png_rows(
             _SIGNATURE,
             _chunk(b"IHDR", header),
             _chunk(b"IDAT", b"".join(data)),
-            _chunk(b"IEND", b""),
+            _IEND,
         )
     )
