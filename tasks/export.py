@@ -126,7 +126,8 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         directory.add((EntryRecord(**r) for r in run), offset)
         sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
         offset += chunk["size"]
-    tail = directory.buffer.getvalue() + directory.end(offset)
+    tail = directory.finish(offset)
+    del directory
     size = storage_for(output).compose(output, sources, tail, join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings, ("objects",))
