@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from worker.storage.base import Storage, join_url
 MIN_PART = 5 * 1024 * 1024  # smallest part of a multipart upload (but the last)
 MAX_PART = 5 * 1024**3  # largest part, uploaded or copied (and largest CopyObject)
 MAX_PARTS = 10_000  # parts of one multipart upload (CITYSCAPES_S3_MAX_PARTS may lower it)
+PART_THREADS = 8  # parts uploaded or copied at a time by one assembly
 MAX_OBJECT = 5 * 1024**4  # largest object
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
@@ -242,35 +244,36 @@ class S3Storage(Storage):
         bucket, key = split_url(url)
         upload = self._call(url, self.client.create_multipart_upload, Bucket=bucket, Key=key)
         upload_id = upload["UploadId"]
-        done: list[dict] = []
         total = sum(p.size for p in parts) + sum(p.length for p in rest) + len(tail)
 
-        def send(body: bytes) -> None:
-            number = len(done) + 1
+        def send(number: int, body: bytes) -> dict:
             result = self._call(url, self.client.upload_part, Bucket=bucket, Key=key,
                                 UploadId=upload_id, PartNumber=number, Body=body)
-            done.append({"PartNumber": number, "ETag": result["ETag"]})
+            return {"PartNumber": number, "ETag": result["ETag"]}
 
         def read(pieces: list[Piece]) -> bytes:
             return b"".join(self.read_range(p.url, p.start, p.length) for p in pieces)
 
+        def place(number: int, part: Part) -> dict:
+            if not part.copy:
+                return send(number, read(part.pieces))
+            (piece,) = part.pieces
+            source_bucket, source_key = split_url(piece.url)
+            result = self._call(
+                piece.url, self.client.upload_part_copy, Bucket=bucket, Key=key,
+                UploadId=upload_id, PartNumber=number,
+                CopySource={"Bucket": source_bucket, "Key": source_key},
+                CopySourceRange=f"bytes={piece.start}-{piece.start + piece.length - 1}",
+            )
+            return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
+
         try:
-            for part in parts:
-                if not part.copy:
-                    send(read(part.pieces))
-                    continue
-                (piece,) = part.pieces
-                source_bucket, source_key = split_url(piece.url)
-                number = len(done) + 1
-                result = self._call(
-                    piece.url, self.client.upload_part_copy, Bucket=bucket, Key=key,
-                    UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": source_bucket, "Key": source_key},
-                    CopySourceRange=f"bytes={piece.start}-{piece.start + piece.length - 1}",
-                )
-                done.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
+            # Parts are placed several at a time: each is a request S3 serves on its own, and a
+            # job of 40,000 parts would otherwise wait for each in turn.
+            with ThreadPoolExecutor(PART_THREADS) as pool:
+                done = list(pool.map(place, range(1, len(parts) + 1), parts))
             if rest or tail or not done:
-                send(read(rest) + tail)
+                done.append(send(len(done) + 1, read(rest) + tail))
             try:
                 self._call(url, self.client.complete_multipart_upload, Bucket=bucket, Key=key,
                            UploadId=upload_id, MultipartUpload={"Parts": done})
