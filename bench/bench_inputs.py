@@ -40,18 +40,32 @@ def polygons(rng: np.random.Generator, count: int, width: int, height: int) -> l
     return out
 
 
-def write_inputs(folder: Path, images: int, width: int, height: int, shapes: int) -> dict[str, Path]:
-    """manifest.json, coco.json and cvat.xml of the same scene, written once per size."""
+def write_inputs(folder: Path, images: int, width: int, height: int, shapes: int,
+                 formats: tuple[str, ...] = ("manifest", "coco", "cvat")) -> dict[str, Path]:
+    """manifest.json, coco.json and cvat.xml (those of `formats`) of the same scene, written
+    once per size."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"manifest": folder / "manifest.json", "coco": folder / "coco.json",
              "cvat": folder / "cvat.xml"}
+    paths = {fmt: path for fmt, path in paths.items() if fmt in formats}
     if all(p.exists() for p in paths.values()):
         return paths
     rng = np.random.default_rng(7)
     scenes = [polygons(rng, shapes, width, height) for _ in range(images)]
     names = [f"frame_{i:07d}.png" for i in range(images)]
     ids = {name: k + 1 for k, name in enumerate(LABELS)}
-    with open(paths["manifest"], "w") as out:
+    if "manifest" in paths:
+        write_manifest(paths["manifest"], scenes, names, width, height)
+    if "coco" in paths:
+        write_coco(paths["coco"], scenes, names, ids, width, height)
+    if "cvat" in paths:
+        write_cvat(paths["cvat"], scenes, names, width, height)
+    return paths
+
+
+def write_manifest(path: Path, scenes, names: list[str], width: int, height: int) -> None:
+    images = len(names)
+    with open(path, "w") as out:
         out.write('{"version": 1, "labels": ' + json.dumps(
             [{"name": n, "color": c} for n, c in LABELS.items()]) + ', "images": [')
         out.write(",".join(json.dumps({"id": i + 1, "name": names[i], "width": width,
@@ -61,7 +75,13 @@ def write_inputs(folder: Path, images: int, width: int, height: int, shapes: int
                                        "points": points})
                            for i, scene in enumerate(scenes) for label, points in scene))
         out.write("]}")
-    with open(paths["coco"], "w") as out:
+
+
+def write_coco(path: Path, scenes, names: list[str], ids: dict[str, int], width: int,
+               height: int) -> None:
+    """Keys in the order hardest for a streaming reader: annotations first."""
+    images = len(names)
+    with open(path, "w") as out:
         out.write('{"annotations": [')
         annotations = (
             json.dumps({"id": n, "image_id": i + 1, "category_id": ids[label], "iscrowd": 0,
@@ -75,7 +95,10 @@ def write_inputs(folder: Path, images: int, width: int, height: int, shapes: int
         out.write(",".join(json.dumps({"id": i + 1, "file_name": names[i], "width": width,
                                        "height": height}) for i in range(images)))
         out.write("]}")
-    with open(paths["cvat"], "w") as out:
+
+
+def write_cvat(path: Path, scenes, names: list[str], width: int, height: int) -> None:
+    with open(path, "w") as out:
         out.write('<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version>'
                   "<meta><task><labels>")
         out.write("".join(f"<label><name>{n}</name><color>{c}</color></label>"
@@ -88,7 +111,6 @@ def write_inputs(folder: Path, images: int, width: int, height: int, shapes: int
                 out.write(f'<polygon label="{label}" occluded="0" points="{pairs}" z_order="0"/>')
             out.write("</image>\n")
         out.write("</annotations>\n")
-    return paths
 
 
 def measure(repo: Path, annotations: Path, output: Path) -> dict[str, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from bench.bench_cluster import BUCKET, Cluster, machine, vm_hwm_mb
 from bench.bench_inputs import write_inputs
+from tests.cityscapes.test_archive_external_readers import tool
 
 ROOT = Path(__file__).parents[1]
 
@@ -63,16 +63,12 @@ def readers(path: Path, entries: int) -> list[str]:
         bad = archive.testzip()
     lines.append(f"- Python zipfile: {len(names):,} entries (expected {entries:,}), every CRC"
                  f" {'checked, none bad' if bad is None else 'checked: ' + bad + ' BAD'}")
-    for tool, args in (("unzip", ["-tqq"]), ("bsdtar", ["-tf"])):
-        if shutil.which(tool) is None:
-            subprocess.run(["apt-get", "install", "-y", "-qq",
-                            "unzip" if tool == "unzip" else "libarchive-tools"],
-                           check=True, capture_output=True)
-        run = subprocess.run([tool, *args, str(path)], capture_output=True, text=True)
-        listed = len(run.stdout.splitlines()) if tool == "bsdtar" else None
+    for name, package, args in (("unzip", "unzip", ["-tqq"]), ("bsdtar", "libarchive-tools", ["-tf"])):
+        run = subprocess.run([tool(name, package), *args, str(path)], capture_output=True, text=True)
+        listed = len(run.stdout.splitlines()) if name == "bsdtar" else None
         verdict = f"exit {run.returncode}" + (f", {listed:,} entries listed" if listed is not None else
                                               ", every entry tested")
-        lines.append(f"- `{tool} {' '.join(args)}`: {verdict}"
+        lines.append(f"- `{name} {' '.join(args)}`: {verdict}"
                      + (f" ({run.stderr.strip()[:200]})" if run.returncode else ""))
     return lines
 
