@@ -72,7 +72,8 @@ def assert_same_zip(theirs: bytes, ours: bytes) -> None:
     """Byte for byte; if not, the entries that differ are named first."""
     if theirs != ours:
         a, b = zipfile.ZipFile(io.BytesIO(theirs)), zipfile.ZipFile(io.BytesIO(ours))
-        differing = [n for n in b.namelist() if n not in a.namelist() or a.read(n) != b.read(n)]
+        theirs_names = set(a.namelist())
+        differing = [n for n in b.namelist() if n not in theirs_names or a.read(n) != b.read(n)]
         # Other pixels, or the same pixels compressed otherwise?
         pixels = {n: bool(n.endswith(".png") and n in a.namelist() and np.array_equal(
             np.asarray(Image.open(io.BytesIO(a.read(n)))), np.asarray(Image.open(io.BytesIO(b.read(n))))))

@@ -1,8 +1,10 @@
 """A lossless PNG encoder for label images, tuned for speed over size.
 
-Label images are large flat regions, so filter type 0 (none) with fast deflate (ISA-L) keeps them
-small while costing a few milliseconds per 2048x1024 image; libpng, Pillow and OpenCV read the
-result like any other PNG.
+Label images are large flat regions, so filter type 0 (none) with fast deflate (zlib-ng) keeps
+them small while costing a few milliseconds per 2048x1024 image; libpng, Pillow and OpenCV read
+the result like any other PNG. One-byte pixels are deflated as runs only (Z_RLE: faster and
+smaller on labels), wider ones (16-bit ids, RGBA) with the default matching. The same rows always
+give the same bytes: outputs are compared byte for byte across processes and machines.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from isal import isal_zlib
+from zlib_ng import zlib_ng
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (dtype, channels) -> (bit depth, PNG colour type)
@@ -22,7 +24,7 @@ _FORMATS = {
     (np.dtype(np.uint8), 3): (8, 2),
     (np.dtype(np.uint8), 4): (8, 6),
 }
-DEFAULT_LEVEL = 1  # ISA-L levels run 0-3
+DEFAULT_LEVEL = 2  # zlib-ng's: level 1 is its quick mode, a third larger on labels
 # Rows encoded at a time: large enough for deflate to run at full speed, small enough to stay in
 # the cache and to keep a 40-megapixel image from being copied whole.
 _BAND_BYTES = 1 << 20
@@ -67,7 +69,10 @@ def encode_png_rows(
     band = max(1, min(height, _BAND_BYTES // (row_bytes + 1)))
     raw = np.empty((band, row_bytes + 1), np.uint8)
     raw[:, 0] = 0  # filter type "none" on every row
-    deflate = isal_zlib.compressobj(level)
+    strategy = zlib_ng.Z_RLE if channels * np.dtype(dtype).itemsize == 1 else zlib_ng.Z_DEFAULT_STRATEGY
+    # A small image needs no 32 KiB window: a smaller one (and hash) is quicker to set up.
+    window = min(zlib_ng.MAX_WBITS, max(9, (height * (row_bytes + 1)).bit_length()))
+    deflate = zlib_ng.compressobj(level, zlib_ng.DEFLATED, window, min(8, window - 7), strategy)
     data = []
     for y0 in range(0, height, band):
         count = min(band, height - y0)
