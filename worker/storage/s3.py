@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ MIN_PART = 5 * 1024 * 1024  # smallest part of a multipart upload (but the last)
 MAX_PART = 5 * 1024**3  # largest part, uploaded or copied (and largest CopyObject)
 MAX_PARTS = 10_000  # parts of one multipart upload (CITYSCAPES_S3_MAX_PARTS may lower it)
 PART_THREADS = 8  # parts uploaded or copied at a time by one assembly
+PARTS_READ_AT_ONCE = 2  # of which joined from pieces read through the worker
 MAX_OBJECT = 5 * 1024**4  # largest object
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
@@ -173,6 +175,11 @@ class S3Storage(Storage):
         bucket, key = split_url(url)
         return int(self._call(url, self.client.head_object, Bucket=bucket, Key=key)["ContentLength"])
 
+    def fingerprint(self, url: str) -> str:
+        bucket, key = split_url(url)
+        head = self._call(url, self.client.head_object, Bucket=bucket, Key=key)
+        return f"{head['ContentLength']}:{head['ETag']}"
+
     def write(self, url: str, data: bytes) -> None:
         bucket, key = split_url(url)
         self._call(url, self.client.put_object, Bucket=bucket, Key=key, Body=data)
@@ -254,9 +261,12 @@ class S3Storage(Storage):
         def read(pieces: list[Piece]) -> bytes:
             return b"".join(self.read_range(p.url, p.start, p.length) for p in pieces)
 
+        reading = threading.BoundedSemaphore(PARTS_READ_AT_ONCE)
+
         def place(number: int, part: Part) -> dict:
             if not part.copy:
-                return send(number, read(part.pieces))
+                with reading:  # a part joined in passing is held in memory, twice
+                    return send(number, read(part.pieces))
             (piece,) = part.pieces
             source_bucket, source_key = split_url(piece.url)
             result = self._call(
