@@ -92,7 +92,8 @@ def _export(args: argparse.Namespace) -> int:
             "coco_rle_instances": args.coco_rle_instances,
         }
     )
-    return _run_local(run_export, spec, args, "objects")
+    options = {"cache": args.cache} if args.cache else {}
+    return _run_local(run_export, spec, args, "objects", **options)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -109,12 +110,12 @@ def _import(args: argparse.Namespace) -> int:
     return _run_local(run_import, spec, args, "shapes")
 
 
-def _run_local(run, spec, args: argparse.Namespace, counted: str) -> int:
+def _run_local(run, spec, args: argparse.Namespace, counted: str, **options) -> int:
     """Run a job in this process with a progress bar; print warnings and the summary."""
     jobs = _jobs(args)
     update, close = _progress_bar(sys.stderr.isatty() and not args.quiet)
     try:
-        result = run(spec, jobs=jobs, progress=update)
+        result = run(spec, jobs=jobs, progress=update, **options)
     finally:
         close()
     for warning in result["warnings"][:20]:
@@ -124,8 +125,10 @@ def _run_local(run, spec, args: argparse.Namespace, counted: str) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        cache = (f" ({result['images_drawn']} drawn, {result['images_cached']} from the cache)"
+                 if "images_cached" in result else "")
         print(
-            f"{result['output']}: {result['images']} images, {result[counted]} {counted},"
+            f"{result['output']}: {result['images']} images{cache}, {result[counted]} {counted},"
             f" {len(result['warnings'])} warnings, {result['bytes']} bytes,"
             f" {result['seconds']:.2f} s"
         )
@@ -296,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--train-ids", action="store_true", help="also write labelTrainIds PNGs")
     export.add_argument("--no-polygons-json", action="store_true", help="skip polygons.json")
+    export.add_argument("--cache", help="folder of images encoded by earlier exports: only images"
+                        " whose inputs changed are drawn (made if missing)")
     _add_layout_options(export)
     export.add_argument("--jobs", type=int, help=JOBS_HELP)
     export.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -23,6 +23,7 @@ from worker.errors import ClientError
 from worker.jobs import ExportSpec
 from worker.local_pool import ordered_map, pool_size
 from worker.pipeline import ImageJob, ImageRun, chunks_by_work
+from worker.run_cache import RunCache
 from worker.storage import join_url
 from worker.storage.local import local_path, output_path, regular_input, staged_output
 
@@ -39,34 +40,37 @@ class SpooledRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    cached: bool
 
 
-_pool_state: tuple[ImageJob, ShapeStore, BinaryIO | None] | None = None
+_pool_state: tuple[ImageJob, ShapeStore, BinaryIO | None, RunCache | None] | None = None
 
 
-def _init_pool(job: ImageJob, store: ShapeStore, spool_dir: str | None) -> None:
+def _init_pool(job: ImageJob, store: ShapeStore, spool_dir: str | None, cache: str | None) -> None:
     global _pool_state
     spool = open(os.path.join(spool_dir, f"{os.getpid()}.run"), "wb") if spool_dir else None
-    _pool_state = (job, store, spool)
+    _pool_state = (job, store, spool, RunCache(cache) if cache else None)
 
 
 def _run_one(item: tuple[int, ImageRecord]) -> ImageRun | SpooledRun:
     """One image encoded: in a pool process its entries go to that process's spool file and only
     where they lie comes back; in this process (no spool) the run itself."""
     assert _pool_state is not None
-    job, store, spool = _pool_state
+    job, store, spool, cache = _pool_state
     index, image = item
-    run = job.encode(image, store.shapes_of(index))
+    run = job.encode(image, store.shapes_of(index), cache)
     if spool is None:
         return run
     offset = spool.tell()
     spool.write(run.blob)
     spool.flush()
-    return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings)
+    return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings,
+                      run.cached)
 
 
 def _exports(
-    job: ImageJob, store: ShapeStore, images: list[ImageRecord], jobs: int | None, spool_dir: str
+    job: ImageJob, store: ShapeStore, images: list[ImageRecord], jobs: int | None, spool_dir: str,
+    cache: str | None,
 ) -> Iterator[ImageRun | SpooledRun]:
     """Each image drawn and encoded, in order; in pool processes when jobs > 1."""
     workers = pool_size(jobs, len(images))
@@ -75,7 +79,7 @@ def _exports(
     # cost more than drawing them (a 64x32 image with three shapes: about 0.4 ms).
     groups = chunks_by_work([i.width * i.height for i in images], GROUP_PIXELS, GROUP_IMAGES)
     return ordered_map(_run_one, list(enumerate(images)), workers, _init_pool,
-                       (job, store, spool), _image_name, spool_dir, groups)
+                       (job, store, spool, cache), _image_name, spool_dir, groups)
 
 
 def _image_name(item: tuple[int, ImageRecord]) -> str:
@@ -95,8 +99,10 @@ def _photos_of(spec: ExportSpec, images: list[ImageRecord]) -> list[str]:
     return [str(local_path(join_url(spec.images, image.name))) for image in images]
 
 
-def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | None = None) -> dict:
-    """Export `spec` on local files; returns the job result of SPEC.md section 2."""
+def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | None = None,
+               cache: str | None = None) -> dict:
+    """Export `spec` on local files; returns the job result of SPEC.md section 2. With `cache`
+    (a folder), images whose inputs were exported before are taken from it (worker.run_cache)."""
     started = time.perf_counter()
     if spec.images:
         _local_only(spec.images)
@@ -110,10 +116,10 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         output_path(spec.output, _photos_of(spec, manifest.images))
         job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)
-        total, objects = len(manifest.images), 0
+        total, objects, cached = len(manifest.images), 0, 0
         with staged_output(output) as staged, ArchiveWriter(staged) as archive:
             archive.add([job.label_color_part()])
-            results = _exports(job, manifest.store, manifest.images, jobs, workdir)
+            results = _exports(job, manifest.store, manifest.images, jobs, workdir, cache)
             with closing(results):
                 for done, result in enumerate(results, 1):
                     if isinstance(result, SpooledRun):
@@ -121,6 +127,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
                     else:
                         archive.add_run(result.blob, result.records)
                     objects += result.objects
+                    cached += result.cached
                     warnings.extend(result.warnings)
                     if progress:
                         progress(done, total)
@@ -131,6 +138,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         "output": spec.output,
         "images": total,
         "objects": objects,
+        **({"images_drawn": total - cached, "images_cached": cached} if cache else {}),
         "bytes": size,
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 3),

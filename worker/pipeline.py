@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
 from worker.cityscapes.export import (
@@ -31,6 +32,7 @@ from worker.cityscapes.manifest import (
 )
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
 from worker.jobs import ExportSpec, build_label_map
+from worker.run_cache import ENCODER_VERSION, RunCache, image_key
 from worker.storage import join_url, storage_for
 
 
@@ -42,6 +44,7 @@ class ImageRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    cached: bool = False  # taken from the run cache, not drawn
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,37 @@ class ImageJob:
             result.parts.append(left_image_part(image, photo, self.image_ext, self.options.layout))
         return result
 
-    def encode(self, image: ImageRecord, shapes: list[Shape]) -> ImageRun:
+    def encode(self, image: ImageRecord, shapes: list[Shape], cache: RunCache | None = None) -> ImageRun:
+        """The image's entries: from `cache` when its inputs were encoded before, else drawn
+        (and left in the cache)."""
+        key = self.cache_key(image, shapes) if cache is not None else ""
+        indices = [shape.index for shape in shapes]
+        if cache is not None:
+            hit = cache.get(key, indices)
+            if hit is not None:
+                return ImageRun(*hit, cached=True)
         result = self.run(image, shapes)
         blob, records = encode_entries(result.parts)
+        if cache is not None:
+            cache.put(key, blob, records, result.objects, result.warnings, indices)
         return ImageRun(blob, records, result.objects, result.warnings)
+
+    @cached_property
+    def recipe(self) -> bytes:
+        """What decides the bytes of every image of the job, besides the image's own inputs."""
+        return repr((ENCODER_VERSION, self.label_map.fingerprint(), self.options,
+                     self.save_images, self.image_ext)).encode()
+
+    def cache_key(self, image: ImageRecord, shapes: list[Shape]) -> str:
+        photo = None
+        if self.save_images and self.images is not None:
+            url = join_url(self.images, image.name)
+            try:
+                photo = storage_for(url).fingerprint(url)
+            except StorageNotFound:
+                photo = "missing"  # drawing it fails, naming the image
+        rows = [shape_to_row(s)[1:] for s in shapes]  # without the shape's place in the manifest
+        return image_key(self.recipe, image_to_row(image), rows, photo)
 
     def read_photo(self, image: ImageRecord) -> bytes:
         if self.images is None:

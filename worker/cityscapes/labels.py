@@ -115,6 +115,10 @@ class LabelMap:
             for alias in BACKGROUND_NAMES:
                 self._by_key.setdefault(alias, self.background)
 
+    def fingerprint(self) -> str:
+        """Everything about the map that an export's bytes depend on."""
+        return repr((self.labels, self.official, sorted(self._file_names.items())))
+
     @classmethod
     def cityscapes(cls, spellings: Iterable[str] = ()) -> LabelMap:
         """The official table; `spellings` are the task's names for its labels.

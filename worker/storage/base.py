@@ -24,6 +24,11 @@ class Storage(ABC):
     def size(self, url: str) -> int: ...
 
     @abstractmethod
+    def fingerprint(self, url: str) -> str:
+        """What changes whenever the object does (size and ETag; size and modification time),
+        without reading it."""
+
+    @abstractmethod
     def write(self, url: str, data: bytes) -> None: ...
 
     @abstractmethod

@@ -196,6 +196,13 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise StorageNotFound(f"{url}: no such file") from None
 
+    def fingerprint(self, url: str) -> str:
+        try:
+            stat = local_path(url).stat()
+        except FileNotFoundError:
+            raise StorageNotFound(f"{url}: no such file") from None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
     def write(self, url: str, data: bytes) -> None:
         path = local_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)

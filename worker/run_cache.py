@@ -1,0 +1,109 @@
+"""A content-addressed cache of each image's encoded zip entries, so that a re-export redraws only
+the images whose inputs changed.
+
+An entry's key is a digest of everything that decides the image's entries: the image record, its
+shapes in drawing order, the label map, the export options, the photo's identity when photos are
+saved (size and modification time of a local file, size and ETag of an S3 object), and
+ENCODER_VERSION, which changes whenever the encoder's output could (PNG settings, zip records,
+polygons.json). The same key therefore always stands for the same bytes: entries are written
+whole (S3 PUT; a local write is renamed into place), and two jobs writing one entry write the same
+thing. An entry is checked before use (its format version, the length and BLAKE2b digest of its
+bytes); one that fails is drawn again and replaced, never shipped.
+
+The cache lives under a prefix of any storage (a local folder, s3://bucket/prefix); nothing in it
+is needed by a job, so an operator may expire it at will (an S3 lifecycle rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+
+import orjson
+
+from worker.cityscapes.archive import EntryRecord
+from worker.errors import CityscapesWorkerError, StorageNotFound
+from worker.storage import join_url, storage_for
+
+log = logging.getLogger("cityscapes.cache")
+# Bump whenever the bytes an image encodes to could change for the same inputs.
+ENCODER_VERSION = 1
+_MAGIC = b"CSRUN"
+_HEADER = struct.Struct(">5sHI")  # magic, encoder version, length of the JSON head
+
+
+def image_key(recipe: bytes, image_row: list, shape_rows: list[list], photo: str | None) -> str:
+    """The digest of one image's inputs; `recipe` is what every image of the job shares. Shapes
+    are given in drawing order, without their places in the manifest (editing one image moves
+    the later images' shapes there; see `unpack`)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(recipe)
+    digest.update(orjson.dumps([image_row, shape_rows, photo], option=orjson.OPT_SERIALIZE_NUMPY))
+    return digest.hexdigest()
+
+
+def pack(blob: bytes, records: list[EntryRecord], objects: int, warnings: list[str],
+         indices: list[int]) -> bytes:
+    """An entry; `indices` are the shapes' places in their manifest, which only warnings name."""
+    head = json.dumps({
+        "records": [r.to_json() for r in records], "objects": objects, "warnings": warnings,
+        "indices": indices if _names_shapes(warnings, indices) else [],
+        "size": len(blob), "digest": hashlib.blake2b(blob, digest_size=20).hexdigest(),
+    }).encode()
+    return _HEADER.pack(_MAGIC, ENCODER_VERSION, len(head)) + head + blob
+
+
+def _names_shapes(warnings: list[str], indices: list[int]) -> bool:
+    """Whether a warning names a shape by its place in the manifest ("..., shape 17: ...")."""
+    return any(f", shape {i}" in warning for warning in warnings for i in set(indices))
+
+
+def unpack(data: bytes, indices: list[int] | None = None
+           ) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+    """An entry's run, or None if it is not a whole entry of this encoder version, or if its
+    warnings name shapes by places in the manifest other than `indices` (when given)."""
+    try:
+        magic, version, length = _HEADER.unpack_from(data)
+        if magic != _MAGIC or version != ENCODER_VERSION:
+            return None
+        head = json.loads(data[_HEADER.size:_HEADER.size + length])
+        blob = data[_HEADER.size + length:]
+        if len(blob) != head["size"] or \
+                hashlib.blake2b(blob, digest_size=20).hexdigest() != head["digest"]:
+            return None
+        if head["indices"] and indices is not None and head["indices"] != indices:
+            return None
+        records = [EntryRecord(**r) for r in head["records"]]
+        return blob, records, int(head["objects"]), list(head["warnings"])
+    except (struct.error, ValueError, KeyError, TypeError):
+        return None
+
+
+class RunCache:
+    """Entries under `prefix` (a folder or an s3:// prefix), two levels deep by key."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.store = storage_for(prefix)
+
+    def url(self, key: str) -> str:
+        return join_url(self.prefix, f"v{ENCODER_VERSION}", key[:2], key)
+
+    def get(self, key: str, indices: list[int]) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+        """The entry's run; None if absent, damaged or unreadable (the image is drawn again)."""
+        try:
+            return unpack(self.store.read(self.url(key)), indices)
+        except StorageNotFound:
+            return None
+        except CityscapesWorkerError as exc:  # the cache is an optimisation: never fail a job
+            log.warning("cache entry %s not read: %s", key, exc)
+            return None
+
+    def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
+            warnings: list[str], indices: list[int]) -> None:
+        try:
+            self.store.write(self.url(key), pack(blob, records, objects, warnings, indices))
+        except (CityscapesWorkerError, OSError) as exc:
+            log.warning("cache entry %s not written: %s", key, exc)
