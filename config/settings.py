@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", alias="AWS_DEFAULT_REGION")
     # Key prefix, in the output's bucket, under which chunks are staged per job.
     staging_prefix: str = ".cityscapes-staging/"
+    # Where exports keep each image's encoded entries (worker.run_cache), e.g. s3://bucket/cache/;
+    # unset: no cache. A job turns it off for itself with "cache": false.
+    cache_prefix: str | None = None
     # Chunks are sized by work, so that a chunk's time and memory are about the same whatever
     # its images: export chunks by pixels (24 images of 2048x1024, which stage ~6.5 MB, above S3's
     # 5 MiB part minimum, so the assembly copies them inside S3), import chunks by bytes of input

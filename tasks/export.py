@@ -33,6 +33,7 @@ from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
 from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
+from worker.run_cache import RunCache
 from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.export")
@@ -91,13 +92,16 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     if not chunk_may_run(self, job_id, index):
         return {"chunk": index, "cancelled": True}
     store = storage_for(staging)
-    _, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
+    spec, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
+    prefix = get_settings().cache_prefix
+    cache = RunCache(prefix) if prefix and spec.cache else None
     runs = [encode_entries([job.label_color_part()])] if first else []
-    objects, warnings = 0, []
+    objects, cached, warnings = 0, 0, []
     for image, shapes in items:
-        result = job.encode(image, shapes)
+        result = job.encode(image, shapes, cache)
         runs.append((result.blob, result.records))
         objects += result.objects
+        cached += result.cached
         warnings.extend(result.warnings)
     blob, records = join_runs(runs)
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
@@ -109,7 +113,7 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
         extra = len(warnings) - MAX_WARNINGS_PER_CHUNK
         warnings = warnings[:MAX_WARNINGS_PER_CHUNK] + [f"... and {extra} more in this chunk"]
     return {"chunk": index, "size": len(blob), "images": len(items), "objects": objects,
-            "warnings": warnings}
+            "images_drawn": len(items) - cached, "images_cached": cached, "warnings": warnings}
 
 
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
@@ -130,4 +134,5 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     del directory
     size = storage_for(output).compose(output, sources, tail, join_url(staging, "compose"))
     store.delete_prefix(staging)
-    return finish_job(job_id, output, size, chunks, warnings, ("objects",))
+    return finish_job(job_id, output, size, chunks, warnings,
+                      ("objects", "images_drawn", "images_cached"))

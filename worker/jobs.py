@@ -51,6 +51,8 @@ class ExportSpec(BaseModel):
     job_id: str | None = None
     # POSTed the job's status when it ends (cluster jobs; hosts allowed by the operator).
     notify_url: str | None = Field(default=None, pattern=r"^https?://\S{1,2040}$")
+    # Cluster jobs: take unchanged images from CITYSCAPES_CACHE_PREFIX when it is set.
+    cache: bool = True
 
     @field_validator("image_ext")
     @classmethod

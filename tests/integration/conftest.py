@@ -154,7 +154,8 @@ class Cluster:
             **S3_CREDENTIALS,
             "CITYSCAPES_QUEUE": self.queue,
             "CITYSCAPES_CHUNK_SIZE": "3",
-            **settings,
+            # A setting may name the test's bucket as {bucket}.
+            **{key: value.replace("{bucket}", self.bucket) for key, value in settings.items()},
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts = 0

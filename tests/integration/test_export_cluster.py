@@ -258,3 +258,31 @@ def test_cvat_and_coco_jobs_equal_their_in_process_exports(cluster, tmp_path):
         assert cluster.get(f"formats/{name}.zip") == (tmp_path / f"{name}.zip").read_bytes(), name
         assert final["result"]["warnings"] == local["warnings"], name
         assert ("skipped 1 <points>" in " ".join(local["warnings"])) == (name == "task.xml")
+
+
+def test_a_reexport_through_the_cache_draws_only_the_edited_images_and_writes_the_same_zip(make_cluster):
+    """CITYSCAPES_CACHE_PREFIX on the cluster: the second export of an edited task draws only
+    the edited image and writes the zip a full export of the edited task writes; a job with
+    "cache": false draws everything."""
+    from worker import client
+
+    cluster = make_cluster(CITYSCAPES_CACHE_PREFIX="s3://{bucket}/cache/")
+    manifest = make_manifest(9, width=256, height=128, seed=8, objects=8, stuff_vertices=16)
+
+    def run(name: str, scene: dict, **fields) -> tuple[dict, bytes]:
+        spec = {**put_dataset(cluster, name, scene, photos=False), "output": cluster.url(f"{name}.zip"),
+                **fields}
+        final = client.wait(cluster.submit("cityscapes.export", spec), timeout=120)
+        assert final["state"] == "SUCCESS", final
+        return final["result"], cluster.get(f"{name}.zip")
+
+    first, _ = run("first", manifest)
+    assert (first["images_drawn"], first["images_cached"]) == (9, 0)
+    edited = json.loads(json.dumps(manifest))
+    shape = next(s for s in edited["shapes"] if s["image"] == 5)
+    shape["points"] = [p + 3 for p in shape["points"]]
+    again, got = run("again", edited)
+    assert (again["images_drawn"], again["images_cached"]) == (1, 8)
+    full, expected = run("full", edited, cache=False)
+    assert (full["images_drawn"], full["images_cached"]) == (9, 0)
+    assert_same_zip(got, expected)
