@@ -122,19 +122,13 @@ class CentralDirectory:
         return end + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0)
 
 
-    def finish(self, start: int) -> bytes:
-        """The whole directory with its end records, from an in-memory buffer (not copied
-        again: 400,000 entries make 44 MB)."""
-        self.buffer.write(self.end(start))
-        return self.buffer.getvalue()
-
-
 def central_directory(records: Iterable[EntryRecord], start: int) -> bytes:
     """Central directory and end records for entries whose offsets are final; `start` is where
     the directory itself begins."""
     directory = CentralDirectory()
     directory.add(records, 0)
-    return directory.finish(start)
+    directory.buffer.write(directory.end(start))
+    return directory.buffer.getvalue()
 
 
 def rebase(records: list[EntryRecord], offset: int) -> list[EntryRecord]:

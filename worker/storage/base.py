@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import BinaryIO
 
 
 def join_url(base: str, *parts: str) -> str:
@@ -33,6 +34,10 @@ class Storage(ABC):
 
     @abstractmethod
     def download(self, url: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def upload(self, url: str, source: BinaryIO) -> None:
+        """Write `url` from a file, read in pieces (not held in memory whole)."""
 
     @abstractmethod
     def delete_prefix(self, url: str) -> int:

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, BinaryIO, Iterator
 
 from worker.errors import InputStreamError, OutputPathError, StorageDenied, StorageNotFound
 from worker.storage.base import Storage
@@ -208,6 +208,12 @@ class LocalStorage(Storage):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as out:
             out.write(data)
+
+    def upload(self, url: str, source: BinaryIO) -> None:
+        path = local_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as out:
+            shutil.copyfileobj(source, out, 1 << 20)
 
     def download(self, url: str, path: Path) -> None:
         try:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -187,6 +187,10 @@ class S3Storage(Storage):
     def download(self, url: str, path: Path) -> None:
         bucket, key = split_url(url)
         self._call(url, self.client.download_file, Bucket=bucket, Key=key, Filename=str(path))
+
+    def upload(self, url: str, source: BinaryIO) -> None:
+        bucket, key = split_url(url)
+        self._call(url, self.client.upload_fileobj, Fileobj=source, Bucket=bucket, Key=key)
 
     def delete_prefix(self, url: str) -> int:
         bucket, prefix = split_url(url.rstrip("/") + "/")
