@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from worker.cityscapes.rle import decode_mask, decode_mask_box, encode_mask
+from worker.cityscapes.rle import checked_runs, decode_mask, decode_mask_box, encode_mask
 
 rng = np.random.default_rng(5)
 
@@ -81,3 +81,10 @@ def test_masks_given_by_their_columns_encode_as_whole(x0, x1):
     whole[1:4, x0 : x1 + 1] = rng.random((3, x1 - x0 + 1)) < 0.6
     whole[0, x0] = True
     assert encode_mask(whole[:, x0 : x1 + 1], x0, 10) == encode_mask(whole)
+
+
+@pytest.mark.parametrize("counts", [[1, True, True], [1.0, False, 2], [True, 2]],
+                         ids=["ints", "floats", "first"])
+def test_json_true_and_false_are_not_run_lengths(counts):
+    with pytest.raises(ValueError, match="^RLE counts are neither a string nor a list of numbers"):
+        checked_runs({"size": [1, 3], "counts": counts})
