@@ -3,8 +3,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from tests.official import official_images, pillow_polygons
 from worker.cityscapes.export import (
     ExportOptions,
     ZipLayout,
@@ -12,7 +13,6 @@ from worker.cityscapes.export import (
     gt_path,
     left_image_path,
 )
-from tests.official import official_images
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
 from worker.cityscapes.rle import encode_mask, mask_runs
@@ -154,11 +154,9 @@ def test_more_than_255_shapes_are_painted_exactly(count):
     shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 40, 8)) for i in range(count)]
     out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
     # The same polygons painted one by one with their instance ids, as json2instanceImg does.
-    expected = Image.new("I", (40, 20), 0)
-    draw = ImageDraw.Draw(expected)
-    for i, shape in enumerate(shapes):
-        draw.polygon(shape.points.tolist(), fill=(26, 24)[i % 2] * 1000 + i // 2)
-    assert np.array_equal(out["instanceIds.png"], np.asarray(expected))
+    expected = pillow_polygons((20, 40), ((shape.points, (26, 24)[i % 2] * 1000 + i // 2)
+                                          for i, shape in enumerate(shapes)))
+    assert np.array_equal(out["instanceIds.png"], expected)
     last = (26, 24)[(count - 1) % 2] * 1000 + (count - 1) // 2
     assert last in out["instanceIds.png"]  # the shape past index 255 shows
 

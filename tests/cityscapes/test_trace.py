@@ -5,9 +5,9 @@ pixel centres, and pycocotools' RLE decoder for masks."""
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 from pycocotools import mask as mask_api
 
+from tests.official import pillow_polygons
 from worker.cityscapes.importer import coco_annotations
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.trace import (
@@ -105,15 +105,6 @@ def test_coco_annotations_decode_to_the_instance_pixels_with_their_area_and_box(
         assert annotation["bbox"] == mask_api.toBbox(rle).tolist()
 
 
-def pillow_drawing(shape: tuple[int, int], regions) -> np.ndarray:
-    """Regions drawn in order as the export and the official scripts draw polygons."""
-    canvas = Image.new("I", (shape[1], shape[0]), 0)
-    draw = ImageDraw.Draw(canvas)
-    for region in regions:
-        draw.polygon(region.polygon.ravel().tolist(), fill=int(region.value))
-    return np.asarray(canvas)
-
-
 def components(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.view(np.uint8), None, 8)[0] - 1
 
@@ -121,7 +112,7 @@ def components(mask: np.ndarray) -> int:
 def check_traced_shapes(ids: np.ndarray) -> None:
     """trace_shapes redraws ids exactly with Pillow, and OpenCV's redraw agrees with Pillow."""
     regions, missed = trace_shapes(ids, value_boxes(ids))
-    drawn = pillow_drawing(ids.shape, regions)
+    drawn = pillow_polygons(ids.shape, ((r.polygon.ravel(), r.value) for r in regions))
     assert missed == np.count_nonzero(drawn != ids) == 0
     assert np.array_equal(redraw(ids.shape, regions), drawn)
 
