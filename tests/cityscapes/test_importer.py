@@ -99,6 +99,8 @@ def test_polygons_json_objects_become_shapes_in_their_order_with_crowds_and_skip
     (b'{"imgWidth": 3, "imgHeight": 2}', r"not a Cityscapes polygons file \("),
     (b'{"imgWidth": 3, "imgHeight": 2, "objects": {}}', "objects is not a list$"),
     (polygons_json([], width=0), r"image of 0x20: width: Input should be greater than 0$"),
+    (polygons_json([], width=0, height=0), r"image of 0x0: width: Input should be greater than 0;"
+                                           r" height: Input should be greater than 0$"),
     (polygons_json([], width=20000, height=20000), r"image of 20000x20000: size: Value error,"
                                                    r" 20000x20000 is more than"),
 ])
@@ -201,6 +203,9 @@ def test_an_item_without_images_is_refused_by_name():
     ([40, 41, 42, 43, 44], "5 pixel values: 40 (class id 40, 1 pixels), 41 (class id 41, 1 pixels),"
                            " 42 (class id 42, 1 pixels), 43 (class id 43, 1 pixels), 44 (class id 44,"
                            " 1 pixels)"),
+    ([40, 41, 42, 43, 44, 45], "6 pixel values: 40 (class id 40, 1 pixels), 41 (class id 41,"
+                               " 1 pixels), 42 (class id 42, 1 pixels), 43 (class id 43, 1 pixels),"
+                               " 44 (class id 44, 1 pixels) and 1 more"),
     ([40, 41, 42, 43, 44, 45, 46000], "7 pixel values: 40 (class id 40, 1 pixels), 41 (class id 41,"
                                       " 1 pixels), 42 (class id 42, 1 pixels), 43 (class id 43,"
                                       " 1 pixels), 44 (class id 44, 1 pixels) and 2 more"),
