@@ -27,6 +27,17 @@ def grid(picture: str) -> np.ndarray:
                     np.int32)
 
 
+def every_vertex_turns(polygon: np.ndarray) -> bool:
+    """No vertex lies on a straight run of the outline (it would add nothing): the edges into
+    and out of each vertex are not parallel and alike. (Outlines through a pinch or a cut to a
+    hole pass a point twice and may run straight through it there.)"""
+    into = polygon - np.roll(polygon, 1, axis=0)
+    out = np.roll(polygon, -1, axis=0) - polygon
+    cross = into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]
+    dot = (into * out).sum(axis=1)
+    return not np.any((cross == 0) & (dot > 0))
+
+
 def pycocotools_mask(polygons: list, height: int, width: int) -> np.ndarray:
     rles = mask_api.frPyObjects([np.asarray(p, float).reshape(-1).tolist() for p in polygons],
                                 height, width)
@@ -54,10 +65,21 @@ SHAPES = {
 }
 
 
+SIMPLE = ("one pixel", "a row", "a column", "a convex block", "concave: L", "concave: comb",
+          "concave: spiral")
+
+
+@pytest.mark.parametrize("name", SIMPLE)
+def test_edge_polygons_without_holes_or_pinches_have_a_vertex_only_where_they_turn(name):
+    (polygon,) = trace_edge_polygons(grid(SHAPES[name]))[1]
+    assert every_vertex_turns(polygon)
+
+
 @pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
 def test_pycocotools_draws_edge_polygons_back_to_the_pixels(picture):
     ids = grid(picture)
     polygons = trace_edge_polygons(ids)
+    assert set(polygons) == set(np.unique(ids).tolist()) - {0}  # background is no shape
     for value, mask in ((v, ids == v) for v in np.unique(ids) if v):
         assert np.array_equal(pycocotools_mask(polygons[value], *ids.shape), mask)
         # one polygon per 8-connected component, its holes inside it
@@ -126,10 +148,16 @@ def test_traced_shapes_redraw_to_the_pixels_with_pillow(picture):
 @pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
 def test_segments_decode_with_pycocotools_to_the_pixels(picture):
     ids = grid(picture)
-    found = {s.value: mask_api.decode(s.rle).astype(bool) for s in segments(ids)}
-    assert found.keys() == set(np.unique(ids)) - {0}
-    for value, mask in found.items():
-        assert np.array_equal(mask, ids == value)
+    check_segments(ids)
+
+
+def check_segments(ids: np.ndarray) -> None:
+    """Each value but 0 as the very RLE pycocotools encodes its pixels into."""
+    found = {s.value: s.rle for s in segments(ids)}
+    assert found.keys() == set(np.unique(ids).tolist()) - {0}
+    for value, rle in found.items():
+        theirs = mask_api.encode(np.asfortranarray((ids == value).view(np.uint8)))
+        assert rle == {"size": list(theirs["size"]), "counts": theirs["counts"].decode()}, value
 
 
 def test_traced_shapes_of_random_images_redraw_exactly_with_pillow():
@@ -171,14 +199,45 @@ def test_sparse_values_trace_one_outline_per_component():
     for value in range(1, 6):
         assert sum(r.value == value for r in outer) == components(ids == value), value
     edges = trace_edge_polygons(ids)
+    assert sorted(edges) == [1, 2, 3, 4, 5]
     for value in range(1, 6):
         assert len(edges[value]) == components(ids == value), value
         assert np.array_equal(pycocotools_mask(edges[value], 300, 300), ids == value), value
 
 
-def test_sparse_values_give_masks_that_pycocotools_decodes_to_the_pixels():
+def test_sparse_values_give_the_masks_pycocotools_encodes():
     ids = sparse_scene()
-    found = {s.value: mask_api.decode(s.rle).astype(bool) for s in segments(ids)}
-    assert sorted(found) == [1, 2, 3, 4, 5]
-    for value, mask in found.items():
-        assert np.array_equal(mask, ids == value), value
+    check_segments(ids)
+    ids[299, 299] = 1  # the last pixel (column-major too): COCO's counts end on its run
+    check_segments(ids)
+
+
+def test_dots_and_lines_trace_as_polygons_of_three_vertices_the_fewest_the_export_draws():
+    ids = grid(".... .#.. .... 2222")
+    assert [(r.value, r.polygon.tolist()) for r in trace_regions(ids)] == [
+        (1, [[1, 1], [1, 1], [1, 1]]), (2, [[0, 3], [3, 3], [3, 3]])]
+
+
+def test_redraw_paints_in_the_type_asked_for():
+    ids = grid("#### #22# #22# ####")
+    regions = trace_regions(ids)
+    assert redraw(ids.shape, regions).dtype == np.int32
+    drawn = redraw(ids.shape, regions, dtype=np.uint16)
+    assert drawn.dtype == np.uint16 and np.array_equal(drawn, ids)
+
+
+def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
+    # A pixel's edges run from (x, y) to (x + 1, y + 1): a 3x2 block at (1, 1) has corners
+    # (1, 1), (4, 1), (4, 3), (1, 3).
+    (block,) = trace_edge_polygons(grid("..... .###. .###."))[1]
+    assert sorted(map(tuple, block.tolist())) == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    assert every_vertex_turns(block)
+    # A 6x6 block with a one-pixel hole at (4, 4): the hole is joined by one cut to the nearest
+    # outer corner, (6, 6), from the hole's corner nearest to it, at distance 2^0.5 * 1.
+    (holed,) = trace_edge_polygons(grid("###### ###### ###### ###### ####.# ######"))[1]
+    vertices = set(map(tuple, holed.tolist()))
+    assert vertices == {(0, 0), (6, 0), (6, 6), (0, 6), (4, 4), (5, 4), (5, 5), (4, 5)}
+    outer = {(0, 0), (6, 0), (6, 6), (0, 6)}
+    cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(holed.tolist(), np.roll(holed, -1, 0).tolist())
+            if (tuple(a) in outer) != (tuple(b) in outer)}
+    assert all((6, 6) in cut for cut in cuts) and len(cuts) == 1
