@@ -8,6 +8,7 @@ import pytest
 from pycocotools import mask as mask_api
 
 from tests.official import pillow_polygons
+from worker.cityscapes import trace
 from worker.cityscapes.importer import coco_annotations
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.trace import (
@@ -241,3 +242,24 @@ def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
     cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(holed.tolist(), np.roll(holed, -1, 0).tolist())
             if (tuple(a) in outer) != (tuple(b) in outer)}
     assert all((6, 6) in cut for cut in cuts) and len(cuts) == 1
+
+
+def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(monkeypatch):
+    # Twenty values of three lone pixels each, at the corners of an L 1000 pixels wide: boxes of
+    # a million pixels, of which three are the value's. Cut apart by empty rows, then by empty
+    # columns, every pixel is traced alone; the masks come from the runs, not from the columns.
+    ids = np.zeros((2048, 2048), np.uint16)
+    for value in range(1, 21):
+        k = 40 * value
+        ids[k, k] = ids[k, k + 1000] = ids[k + 1000, k + 1000] = value
+    traced, encoded = [], []
+    find_contours, encode_mask = cv2.findContours, trace.encode_mask
+    monkeypatch.setattr(cv2, "findContours",
+                        lambda image, *a, **k: traced.append(image.shape) or find_contours(image, *a, **k))
+    monkeypatch.setattr(trace, "encode_mask",
+                        lambda mask, *a: encoded.append(mask.shape) or encode_mask(mask, *a))
+    regions = trace_regions(ids)
+    edges = trace_edge_polygons(ids)
+    masks = segments(ids)
+    assert set(traced) == {(1, 1)} and len(traced) == 2 * 60 and encoded == []
+    assert len(regions) == 60 and sum(map(len, edges.values())) == 60 and len(masks) == 20
