@@ -264,3 +264,14 @@ def test_coco_annotation_ids_are_the_image_id_times_100000_plus_their_index():
                        {"id": 300001, "image_id": 3, "category_id": 2}]
     assert [json.loads(r) for r in document_records(result, 3, "manifest")] == [
         {"image": 3, "category_id": 1}, {"image": 3, "category_id": 2}]
+
+
+def test_pixels_the_polygons_cannot_redraw_are_counted_and_warned():
+    ids = np.full((7, 7), 7, np.uint16)  # road rings round background rings, three deep
+    ids[1:6, 1:6], ids[2:5, 2:5], ids[3, 3] = 0, 7, 0
+    result = import_item(ITEM, {"instanceIds": png(ids)}, OFFICIAL, "polygon")
+    ordered = sorted(result.shapes, key=lambda s: s["z_order"])
+    drawn = pillow_polygons(ids.shape, ((s["points"], value_of(s)) for s in ordered))
+    assert result.changed_pixels == np.count_nonzero(drawn != ids) == 1
+    assert result.warnings == ["image 'lindau/x': the polygons redraw 1 pixels differently"
+                               " (use shapes=mask for exact masks)"]

@@ -63,7 +63,10 @@ SHAPES = {
     "holes meeting at a corner": "#### #.## ##.# ####",
     "a ring round another value": "#### #22# #22# ####",
     "one pixel wide ring": "### #.# ###",
+    "a ring below another part": "##. ... ### #.# ###",
 }
+# Three rings deep: each correction round uncovers the next pocket, and two rounds are made.
+NESTED = "####### #.....# #.###.# #.#.#.# #.###.# #.....# #######"
 
 
 SIMPLE = ("one pixel", "a row", "a column", "a convex block", "concave: L", "concave: comb",
@@ -132,12 +135,17 @@ def components(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.view(np.uint8), None, 8)[0] - 1
 
 
-def check_traced_shapes(ids: np.ndarray) -> None:
-    """trace_shapes redraws ids exactly with Pillow, and OpenCV's redraw agrees with Pillow."""
+def check_traced_shapes(ids: np.ndarray, missed_pixels: int = 0) -> None:
+    """trace_shapes redraws ids with Pillow but for the pixels it says it misses, and OpenCV's
+    redraw agrees with Pillow."""
     regions, missed = trace_shapes(ids, value_boxes(ids))
     drawn = pillow_polygons(ids.shape, ((r.polygon.ravel(), r.value) for r in regions))
-    assert missed == np.count_nonzero(drawn != ids) == 0
+    assert missed == np.count_nonzero(drawn != ids) == missed_pixels
     assert np.array_equal(redraw(ids.shape, regions), drawn)
+
+
+def test_a_pocket_three_rings_deep_is_missed_and_counted():
+    check_traced_shapes(grid(NESTED), missed_pixels=1)
 
 
 @pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
@@ -242,6 +250,13 @@ def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
     cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(holed.tolist(), np.roll(holed, -1, 0).tolist())
             if (tuple(a) in outer) != (tuple(b) in outer)}
     assert all((6, 6) in cut for cut in cuts) and len(cuts) == 1
+    # A wide hole: met first (findContours scans rows) at its top left corner (1, 1), whose
+    # nearest outer corner is (0, 0), not a corner nearer to the hole's other end.
+    (wide,) = trace_edge_polygons(grid("####### #.....# #.....# #######"))[1]
+    outer = {(0, 0), (7, 0), (7, 4), (0, 4)}
+    cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(wide.tolist(), np.roll(wide, -1, 0).tolist())
+            if (tuple(a) in outer) != (tuple(b) in outer)}
+    assert cuts == {frozenset({(0, 0), (1, 1)})}
 
 
 def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(monkeypatch):
@@ -253,6 +268,10 @@ def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(mon
         k = 40 * value
         ids[k, k] = ids[k, k + 1000] = ids[k + 1000, k + 1000] = value
         ids[k + 2, k] = ids[k, k + 2] = value  # one empty row, one empty column: cut there too
+    # Boxes of just over 2^14 pixels (781 x 21), flat at the top right and tall at the bottom
+    # left, each of two lone pixels.
+    ids[0, 1000] = ids[20, 1780] = 21
+    ids[1000, 0] = ids[1780, 20] = 22
     traced, encoded = [], []
     find_contours, encode_mask = cv2.findContours, trace.encode_mask
     monkeypatch.setattr(cv2, "findContours",
@@ -262,8 +281,8 @@ def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(mon
     regions = trace_regions(ids)
     edges = trace_edge_polygons(ids)
     masks = segments(ids)
-    assert set(traced) == {(1, 1)} and len(traced) == 2 * 100 and encoded == []
-    assert len(regions) == 100 and sum(map(len, edges.values())) == 100 and len(masks) == 20
+    assert set(traced) == {(1, 1)} and len(traced) == 2 * 104 and encoded == []
+    assert len(regions) == 104 and sum(map(len, edges.values())) == 104 and len(masks) == 22
 
 
 def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_image_order():
