@@ -11,6 +11,7 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import name2label
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
+from PIL import Image, ImageDraw
 
 
 def official_images(polygons_json: bytes) -> dict[str, np.ndarray]:
@@ -52,3 +53,13 @@ def reference_json(manifest: dict, image: dict) -> bytes:
         objects.append({"label": name, "polygon": pts})
     document = {"imgHeight": image["height"], "imgWidth": image["width"], "objects": objects}
     return json.dumps(document).encode()
+
+
+def pillow_polygons(shape: tuple[int, int], polygons) -> np.ndarray:
+    """(flat vertices, value) pairs filled in order as the official scripts fill polygons
+    (Pillow's ImageDraw.polygon, as json2instanceImg), on a 32-bit image of this (H, W)."""
+    canvas = Image.new("I", (shape[1], shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for points, value in polygons:
+        draw.polygon(list(points), fill=int(value))
+    return np.asarray(canvas)

@@ -3,8 +3,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from tests.official import official_images, pillow_polygons
 from worker.cityscapes.export import (
     ExportOptions,
     ZipLayout,
@@ -147,17 +148,17 @@ def test_class_ids_above_65_cannot_hold_instances():
     export_image(IMAGE, [poly(0, "l66", [0, 0, 5, 0, 5, 5], is_crowd=True)], labels, ExportOptions())
 
 
-def test_more_than_255_shapes_are_painted_exactly():
+@pytest.mark.parametrize("count", [256, 600])  # 256: one index past what an 8-bit canvas holds
+def test_more_than_255_shapes_are_painted_exactly(count):
     rng = np.random.default_rng(1)
-    shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 40, 8)) for i in range(600)]
+    shapes = [poly(i, ("car", "person")[i % 2], rng.integers(-2, 40, 8)) for i in range(count)]
     out = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))
     # The same polygons painted one by one with their instance ids, as json2instanceImg does.
-    expected = Image.new("I", (40, 20), 0)
-    draw = ImageDraw.Draw(expected)
-    for i, shape in enumerate(shapes):
-        draw.polygon(shape.points.tolist(), fill=(26, 24)[i % 2] * 1000 + i // 2)
-    assert np.array_equal(out["instanceIds.png"], np.asarray(expected))
-    assert (out["instanceIds.png"] % 1000).max() > 255  # shapes past index 255 show
+    expected = pillow_polygons((20, 40), ((shape.points, (26, 24)[i % 2] * 1000 + i // 2)
+                                          for i, shape in enumerate(shapes)))
+    assert np.array_equal(out["instanceIds.png"], expected)
+    last = (26, 24)[(count - 1) % 2] * 1000 + (count - 1) // 2
+    assert last in out["instanceIds.png"]  # the shape past index 255 shows
 
 
 def test_paths_follow_subset_and_city():
@@ -190,7 +191,9 @@ def test_layouts_place_photos_and_city_folders(layout, default_city, name, folde
 @pytest.mark.parametrize("points", [[1, 1, 1.0738e9, 1, 10, 9], [-2e9, 0, 5, 0, 5, 5],
                                     [0, 0, 5, 1e300, 5, 5]])
 def test_coordinates_the_rasterizer_cannot_draw_name_the_shape(points):
-    with pytest.raises(ShapeError, match=r"shape 4: a coordinate of \S+ is beyond \+-1,073,741,824"):
+    with pytest.raises(ShapeError, match=r"shape 4: a coordinate of \S+ is beyond \+-1,073,741,824"
+                       r" \(2\^30\), which the rasterizer \(Pillow, as in the official scripts\)"
+                       r" cannot draw$"):
         export_image(IMAGE, [poly(4, "car", points)], OFFICIAL, ExportOptions())
 
 
@@ -199,7 +202,91 @@ def test_coordinates_past_single_precision_are_drawn_with_a_warning():
     out = export_image(IMAGE, [poly(3, "road", [-far, -far, far, -far, 0, far])], OFFICIAL,
                        ExportOptions())
     assert (pngs(out)["labelIds.png"] == 7).all()
-    assert len(out.warnings) == 1 and "shape 3: a coordinate of 8.389e+06" in out.warnings[0]
+    assert len(out.warnings) == 1 and out.warnings[0].endswith(
+        "shape 3: a coordinate of 8.389e+06 is beyond +-8,388,608 (2^23): drawn as the official"
+        " scripts draw it, whose single-precision edges may stray a few pixels from the true line")
     near = export_image(IMAGE, [poly(3, "road", [-2**23, 0, 2**23, 0, 0, 2**23])], OFFICIAL,
                         ExportOptions())
     assert near.warnings == []
+
+
+def test_a_coordinate_of_exactly_2_to_the_30_is_drawn():
+    edge = 2**30
+    out = export_image(IMAGE, [poly(4, "road", [-edge, 0, edge, 0, 0, edge])], OFFICIAL,
+                       ExportOptions())
+    assert (pngs(out)["labelIds.png"] == 7).all() and len(out.warnings) == 1
+
+
+def test_polygons_json_holds_vertices_rounded_to_whole_numbers_halves_up():
+    shapes = [poly(0, "car", [0.5, 1.49, 9.5, 1.5, 4.2, 8.7]),
+              Shape(index=1, label="road", kind="rectangle", points=np.asarray([10.5, 2.5, 20.4, 9.6]))]
+    objects = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))["polygons.json"]["objects"]
+    assert [o["polygon"] for o in objects] == [[[1, 1], [10, 2], [4, 9]],
+                                               [[11, 3], [20, 3], [20, 10], [11, 10]]]
+    assert all(type(v) is int for o in objects for vertex in o["polygon"] for v in vertex)
+
+
+def test_mask_outlines_of_three_corners_are_kept_and_lines_are_not():
+    mask = np.zeros((20, 40), bool)
+    mask[2, 2] = mask[3, 2] = mask[2, 3] = True  # an L of three pixels: a triangle of centres
+    mask[10, 10:15] = True  # a line: two vertices, no area for a polygon
+    shapes = [Shape(index=0, label="car", kind="mask", rle=encode_mask(mask))]
+    objects = pngs(export_image(IMAGE, shapes, OFFICIAL, ExportOptions()))["polygons.json"]["objects"]
+    assert len(objects) == 1
+    assert sorted(map(tuple, objects[0]["polygon"])) == [(2, 2), (2, 3), (3, 2)]
+
+
+def test_a_cityscapes_sized_image_matches_the_official_scripts_in_every_row():
+    # 2048x1024, as the dataset's photos: PNGs made in several bands of rows, all to be right.
+    image = ImageRecord(1, "lindau/big.png", 2048, 1024, "train")
+    shapes = [poly(0, "road", [0, 500, 2047, 450, 2047, 1023, 0, 1023]),
+              poly(1, "car", [100, 300, 1900, 280, 1700, 990, 300, 1000]),
+              poly(2, "person", [1000, 10, 1040, 10, 1030, 1010])]
+    out = pngs(export_image(image, shapes, OFFICIAL, ExportOptions(train_ids=True)))
+    polygons = json.dumps(out["polygons.json"]).encode()
+    for kind, expected in official_images(polygons).items():
+        assert np.array_equal(out[f"{kind}.png"], expected), kind
+
+
+def test_polygons_json_is_deflated_in_the_archive_and_pngs_are_stored():
+    result = export_image(IMAGE, [poly(0, "car", [0, 0, 9, 0, 9, 9])], OFFICIAL, ExportOptions())
+    assert {p.path.rsplit("_gtFine_", 1)[1]: p.compress for p in result.parts} == {
+        "labelIds.png": False, "instanceIds.png": False, "color.png": False, "polygons.json": True}
+
+
+def test_labels_not_drawn_are_counted_in_one_warning_each_and_later_shapes_still_drawn():
+    shapes = [poly(0, "unicorn", [0, 0, 5, 0, 5, 5]), poly(1, "license plate", [2, 2, 6, 2, 6, 4]),
+              poly(2, "unicorn", [0, 0, 5, 0, 5, 5]), poly(3, "license plate", [2, 2, 6, 2, 6, 4]),
+              poly(4, "car", [20, 0, 29, 0, 29, 9])]
+    result = export_image(IMAGE, shapes, OFFICIAL, ExportOptions())
+    assert pngs(result)["instanceIds.png"][2, 22] == 26000
+    assert result.warnings == [
+        "image 'lindau/x.png': 2 shape(s) of label 'unicorn', which is not in the label map,"
+        " drawn as background",
+        "image 'lindau/x.png': 2 shape(s) of 'license plate', a label without a pixel id,"
+        " kept in polygons.json only",
+    ]
+
+
+def test_a_polygon_of_no_points_is_skipped_with_a_warning():
+    result = export_image(IMAGE, [poly(6, "car", [])], OFFICIAL, ExportOptions())
+    assert result.objects == 0
+    assert result.warnings == ["image 'lindau/x.png', shape 6: polygon has 0 points (< 3); skipped"]
+
+
+def test_a_broken_mask_rle_names_the_shape_and_the_problem():
+    rle = {"size": [20, 40], "counts": [5, 5]}
+    with pytest.raises(ShapeError, match=r"^image 'lindau/x.png', shape 2: mask RLE is broken"
+                                         r" \(RLE runs cover 10 pixels, the mask has 800\)$"):
+        export_image(IMAGE, [Shape(index=2, label="car", kind="mask", rle=rle)], OFFICIAL,
+                     ExportOptions())
+
+
+def test_instance_id_65535_is_the_largest_drawn():
+    labels = LabelMap.from_task([(f"l{i}", (i, i, i)) for i in range(70)])  # l64: class id 65
+    ids = pngs(export_image(IMAGE, [poly(0, "l64", [0, 0, 5, 0, 5, 5], instance=535)], labels,
+                            ExportOptions()))["instanceIds.png"]
+    assert ids[1, 4] == 65535
+    with pytest.raises(ShapeError, match="instance id 65536 of 'l64'"):
+        export_image(IMAGE, [poly(0, "l64", [0, 0, 5, 0, 5, 5], instance=536)], labels,
+                     ExportOptions())

@@ -28,6 +28,9 @@ BAD = {
     "mask size not numbers": (
         manifest(shapes=[shape(type="mask", rle={"size": [None, 64], "counts": [25]})]),
         "mask size [None, 64] is not [height, width] in whole pixels"),
+    "mask counts true and false": (
+        manifest(shapes=[shape(type="mask", rle={"size": [32, 64], "counts": [2046, True, True]})]),
+        "mask RLE is broken (RLE counts are neither a string nor a list of numbers"),
     "duplicate ids": (manifest(images=[image(), image(name="b.png")]), "used twice"),
     "duplicate names": (manifest(images=[image(), image(id=2)]), "same output files"),
     "dot-dot name": (manifest(images=[image(name="../etc/a.png")]), "'..'"),

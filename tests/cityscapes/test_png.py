@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -41,3 +43,43 @@ def test_pillow_opens_16_bit_as_16_bit():
 def test_arrays_without_a_png_format_are_refused(bad):
     with pytest.raises(ValueError, match="no PNG format"):
         encode_png(bad)
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk, each chunk's CRC checked as the PNG specification defines it
+    (CRC-32 of type and data)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body)
+        chunks.append((kind, body))
+        at += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_file_is_laid_out_as_the_png_specification_says(name):
+    image = CASES[name]
+    chunks = png_chunks(encode_png(image))
+    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"] and chunks[2][1] == b""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    depth = 8 * image.dtype.itemsize
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]  # greyscale, truecolour, truecolour with alpha
+    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (
+        image.shape[1], image.shape[0], depth, colour_type, 0, 0, 0)
+    # The zlib stream holds every row exactly once, each led by its filter type (0: none).
+    rows = np.frombuffer(zlib.decompress(chunks[1][1]), np.uint8).reshape(image.shape[0], -1)
+    assert rows.shape[1] == 1 + image.shape[1] * channels * image.dtype.itemsize
+    assert not rows[:, 0].any()
+    assert np.array_equal(rows[:, 1:], image.astype(image.dtype.newbyteorder(">")).reshape(
+        image.shape[0], -1).view(np.uint8))
+
+
+def test_the_compression_level_changes_the_bytes_not_the_pixels():
+    image = CASES["rgb"] // 64  # compressible
+    fastest, smallest = encode_png(image, level=0), encode_png(image, level=3)
+    assert fastest != smallest
+    for data in (fastest, smallest):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image)

@@ -1,13 +1,24 @@
-"""Pixel-edge polygons (COCO output) against pycocotools, the rasterizer COCO consumers use."""
+"""Traced shapes against the rasterizers that will draw them: pycocotools for pixel-edge polygons
+(COCO output), Pillow's polygon fill (the export's and the official scripts') for outlines through
+pixel centres, and pycocotools' RLE decoder for masks."""
 
 import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_api
 
+from tests.official import pillow_polygons
+from worker.cityscapes import trace
 from worker.cityscapes.importer import coco_annotations
 from worker.cityscapes.labels import LabelMap
-from worker.cityscapes.trace import trace_edge_polygons, value_boxes
+from worker.cityscapes.trace import (
+    redraw,
+    segments,
+    trace_edge_polygons,
+    trace_regions,
+    trace_shapes,
+    value_boxes,
+)
 
 
 def grid(picture: str) -> np.ndarray:
@@ -15,6 +26,17 @@ def grid(picture: str) -> np.ndarray:
     rows = picture.split()
     return np.array([[1 if c == "#" else 0 if c == "." else int(c) for c in row] for row in rows],
                     np.int32)
+
+
+def every_vertex_turns(polygon: np.ndarray) -> bool:
+    """No vertex lies on a straight run of the outline (it would add nothing): the edges into
+    and out of each vertex are not parallel and alike. (Outlines through a pinch or a cut to a
+    hole pass a point twice and may run straight through it there.)"""
+    into = polygon - np.roll(polygon, 1, axis=0)
+    out = np.roll(polygon, -1, axis=0) - polygon
+    cross = into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]
+    dot = (into * out).sum(axis=1)
+    return not np.any((cross == 0) & (dot > 0))
 
 
 def pycocotools_mask(polygons: list, height: int, width: int) -> np.ndarray:
@@ -41,13 +63,27 @@ SHAPES = {
     "holes meeting at a corner": "#### #.## ##.# ####",
     "a ring round another value": "#### #22# #22# ####",
     "one pixel wide ring": "### #.# ###",
+    "a ring below another part": "##. ... ### #.# ###",
 }
+# Three rings deep: each correction round uncovers the next pocket, and two rounds are made.
+NESTED = "####### #.....# #.###.# #.#.#.# #.###.# #.....# #######"
+
+
+SIMPLE = ("one pixel", "a row", "a column", "a convex block", "concave: L", "concave: comb",
+          "concave: spiral")
+
+
+@pytest.mark.parametrize("name", SIMPLE)
+def test_edge_polygons_without_holes_or_pinches_have_a_vertex_only_where_they_turn(name):
+    (polygon,) = trace_edge_polygons(grid(SHAPES[name]))[1]
+    assert every_vertex_turns(polygon)
 
 
 @pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
 def test_pycocotools_draws_edge_polygons_back_to_the_pixels(picture):
     ids = grid(picture)
     polygons = trace_edge_polygons(ids)
+    assert set(polygons) == set(np.unique(ids).tolist()) - {0}  # background is no shape
     for value, mask in ((v, ids == v) for v in np.unique(ids) if v):
         assert np.array_equal(pycocotools_mask(polygons[value], *ids.shape), mask)
         # one polygon per 8-connected component, its holes inside it
@@ -93,3 +129,166 @@ def test_coco_annotations_decode_to_the_instance_pixels_with_their_area_and_box(
         assert np.array_equal(mask, ids == value)
         assert annotation["area"] == mask_api.area(rle) == mask.sum()
         assert annotation["bbox"] == mask_api.toBbox(rle).tolist()
+
+
+def components(mask: np.ndarray) -> int:
+    return cv2.connectedComponents(mask.view(np.uint8), None, 8)[0] - 1
+
+
+def check_traced_shapes(ids: np.ndarray, missed_pixels: int = 0) -> None:
+    """trace_shapes redraws ids with Pillow but for the pixels it says it misses, and OpenCV's
+    redraw agrees with Pillow."""
+    regions, missed = trace_shapes(ids, value_boxes(ids))
+    drawn = pillow_polygons(ids.shape, ((r.polygon.ravel(), r.value) for r in regions))
+    assert missed == np.count_nonzero(drawn != ids) == missed_pixels
+    assert np.array_equal(redraw(ids.shape, regions), drawn)
+
+
+def test_a_pocket_three_rings_deep_is_missed_and_counted():
+    check_traced_shapes(grid(NESTED), missed_pixels=1)
+
+
+@pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
+def test_traced_shapes_redraw_to_the_pixels_with_pillow(picture):
+    # Holes and one-pixel rings need fixes drawn on top: background pockets, wrong borders.
+    check_traced_shapes(grid(picture))
+
+
+@pytest.mark.parametrize("picture", SHAPES.values(), ids=SHAPES.keys())
+def test_segments_decode_with_pycocotools_to_the_pixels(picture):
+    ids = grid(picture)
+    check_segments(ids)
+
+
+def check_segments(ids: np.ndarray) -> None:
+    """Each value but 0 as the very RLE pycocotools encodes its pixels into."""
+    found = {s.value: s.rle for s in segments(ids)}
+    assert found.keys() == set(np.unique(ids).tolist()) - {0}
+    for value, rle in found.items():
+        theirs = mask_api.encode(np.asfortranarray((ids == value).view(np.uint8)))
+        assert rle == {"size": list(theirs["size"]), "counts": theirs["counts"].decode()}, value
+
+
+def test_traced_shapes_of_random_images_redraw_exactly_with_pillow():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        height, width = rng.integers(1, 12, 2)
+        check_traced_shapes(rng.integers(0, rng.integers(2, 5), (height, width)).astype(np.int32))
+
+
+def test_outlines_of_a_crop_are_placed_by_the_offset():
+    ids = grid("#### #22# #22# ####")
+    placed = trace_regions(ids, offset=(5, 7))
+    assert [(r.value, r.polygon.tolist()) for r in placed] == [
+        (1, [[5, 7], [5, 10], [8, 10], [8, 7]]), (2, [[6, 8], [6, 9], [7, 9], [7, 8]])]
+
+
+def sparse_scene() -> np.ndarray:
+    """300x300 with values whose boxes are large and nearly empty (traced part by part): blobs
+    at opposite corners, a one-pixel diagonal, a thin L, a ring round a dot; value 3 is dense."""
+    ids = np.zeros((300, 300), np.int32)
+    ids[2:6, 3:8] = 1
+    ids[293:297, 290:299] = 1
+    ids[150, 150] = 1
+    diagonal = np.arange(20, 260)
+    ids[diagonal, diagonal + 10] = 2
+    ids[40, 60:280] = 4
+    ids[40:280, 279] = 4
+    ids[200:205, 20:25] = 4
+    ids[200, 20:25] = ids[204, 20:25] = ids[200:205, 20] = ids[200:205, 24] = 5
+    ids[202, 22] = 5
+    ids[100:160, 100:130] = 3
+    return ids
+
+
+def test_sparse_values_trace_one_outline_per_component():
+    ids = sparse_scene()
+    check_traced_shapes(ids)
+    outer = trace_regions(ids)  # outlines only (no fixes): one per 8-connected component
+    for value in range(1, 6):
+        assert sum(r.value == value for r in outer) == components(ids == value), value
+    edges = trace_edge_polygons(ids)
+    assert sorted(edges) == [1, 2, 3, 4, 5]
+    for value in range(1, 6):
+        assert len(edges[value]) == components(ids == value), value
+        assert np.array_equal(pycocotools_mask(edges[value], 300, 300), ids == value), value
+
+
+def test_sparse_values_give_the_masks_pycocotools_encodes():
+    ids = sparse_scene()
+    check_segments(ids)
+    ids[299, 299] = 1  # the last pixel (column-major too): COCO's counts end on its run
+    check_segments(ids)
+
+
+def test_dots_and_lines_trace_as_polygons_of_three_vertices_the_fewest_the_export_draws():
+    ids = grid(".... .#.. .... 2222")
+    assert [(r.value, r.polygon.tolist()) for r in trace_regions(ids)] == [
+        (1, [[1, 1], [1, 1], [1, 1]]), (2, [[0, 3], [3, 3], [3, 3]])]
+
+
+def test_redraw_paints_in_the_type_asked_for():
+    ids = grid("#### #22# #22# ####")
+    regions = trace_regions(ids)
+    assert redraw(ids.shape, regions).dtype == np.int32
+    drawn = redraw(ids.shape, regions, dtype=np.uint16)
+    assert drawn.dtype == np.uint16 and np.array_equal(drawn, ids)
+
+
+def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
+    # A pixel's edges run from (x, y) to (x + 1, y + 1): a 3x2 block at (1, 1) has corners
+    # (1, 1), (4, 1), (4, 3), (1, 3).
+    (block,) = trace_edge_polygons(grid("..... .###. .###."))[1]
+    assert sorted(map(tuple, block.tolist())) == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    assert every_vertex_turns(block)
+    # A 6x6 block with a one-pixel hole at (4, 4): the hole is joined by one cut to the nearest
+    # outer corner, (6, 6), from the hole's corner nearest to it, at distance 2^0.5 * 1.
+    (holed,) = trace_edge_polygons(grid("###### ###### ###### ###### ####.# ######"))[1]
+    vertices = set(map(tuple, holed.tolist()))
+    assert vertices == {(0, 0), (6, 0), (6, 6), (0, 6), (4, 4), (5, 4), (5, 5), (4, 5)}
+    outer = {(0, 0), (6, 0), (6, 6), (0, 6)}
+    cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(holed.tolist(), np.roll(holed, -1, 0).tolist())
+            if (tuple(a) in outer) != (tuple(b) in outer)}
+    assert all((6, 6) in cut for cut in cuts) and len(cuts) == 1
+    # A wide hole: met first (findContours scans rows) at its top left corner (1, 1), whose
+    # nearest outer corner is (0, 0), not a corner nearer to the hole's other end.
+    (wide,) = trace_edge_polygons(grid("####### #.....# #.....# #######"))[1]
+    outer = {(0, 0), (7, 0), (7, 4), (0, 4)}
+    cuts = {frozenset((tuple(a), tuple(b))) for a, b in zip(wide.tolist(), np.roll(wide, -1, 0).tolist())
+            if (tuple(a) in outer) != (tuple(b) in outer)}
+    assert cuts == {frozenset({(0, 0), (1, 1)})}
+
+
+def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(monkeypatch):
+    # Twenty values of five lone pixels each, three at the corners of an L 1000 pixels wide:
+    # boxes of a million pixels, of which five are the value's. Cut apart by empty rows, then by empty
+    # columns, every pixel is traced alone; the masks come from the runs, not from the columns.
+    ids = np.zeros((2048, 2048), np.uint16)
+    for value in range(1, 21):
+        k = 40 * value
+        ids[k, k] = ids[k, k + 1000] = ids[k + 1000, k + 1000] = value
+        ids[k + 2, k] = ids[k, k + 2] = value  # one empty row, one empty column: cut there too
+    # Boxes of just over 2^14 pixels (781 x 21), flat at the top right and tall at the bottom
+    # left, each of two lone pixels.
+    ids[0, 1000] = ids[20, 1780] = 21
+    ids[1000, 0] = ids[1780, 20] = 22
+    traced, encoded = [], []
+    find_contours, encode_mask = cv2.findContours, trace.encode_mask
+    monkeypatch.setattr(cv2, "findContours",
+                        lambda image, *a, **k: traced.append(image.shape) or find_contours(image, *a, **k))
+    monkeypatch.setattr(trace, "encode_mask",
+                        lambda mask, *a: encoded.append(mask.shape) or encode_mask(mask, *a))
+    regions = trace_regions(ids)
+    edges = trace_edge_polygons(ids)
+    masks = segments(ids)
+    assert set(traced) == {(1, 1)} and len(traced) == 2 * 104 and encoded == []
+    assert len(regions) == 104 and sum(map(len, edges.values())) == 104 and len(masks) == 22
+
+
+def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_image_order():
+    ids = grid("1122 2222 3113")
+    values, rows, cols, ends, firsts = trace._runs(ids)
+    assert values.dtype == np.int64
+    assert list(zip(values.tolist(), rows.tolist(), cols.tolist(), ends.tolist())) == [
+        (1, 0, 0, 1), (1, 2, 1, 2), (2, 0, 2, 3), (2, 1, 0, 3), (3, 2, 0, 0), (3, 2, 3, 3)]
+    assert firsts.tolist() == [0, 2, 4]

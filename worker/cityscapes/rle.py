@@ -95,10 +95,12 @@ def checked_runs(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
 
 def _whole_numbers(values: list) -> np.ndarray:
     """A list of JSON numbers as int64, if each is a whole number within int64."""
-    try:
-        array = np.asarray(values)
-    except (ValueError, OverflowError, TypeError):
-        array = None
+    array = None
+    if bool not in map(type, values):  # JSON true/false: Python bools are ints, not run lengths
+        try:
+            array = np.asarray(values)
+        except (ValueError, OverflowError, TypeError):
+            pass
     if array is not None and array.ndim == 1 and array.dtype.kind == "f":
         if np.isfinite(array).all() and (array == np.round(array)).all() \
                 and np.abs(array).max(initial=0) < 2.0**53:
