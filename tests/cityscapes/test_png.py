@@ -83,3 +83,20 @@ def test_the_compression_level_changes_the_bytes_not_the_pixels():
     assert fastest != smallest
     for data in (fastest, smallest):
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image)
+
+
+def test_one_byte_pixels_are_deflated_as_runs_and_wider_ones_matched_a_row_up():
+    """The encoding choice the module documents, seen from outside: rows of noise that repeat
+    the row above shrink where deflate may look a row back (16-bit ids, RGBA), and not for 8-bit
+    labels, which are deflated as runs only (matches at distance 1)."""
+    row = np.random.default_rng(3).integers(0, 256, 512, dtype=np.uint8)
+    grey = np.tile(row, (64, 1))  # 64 equal rows, no runs within a row
+    wide = np.tile(row.view(">u2"), (64, 1))  # the same bytes as 16-bit pixels
+
+    def idat(image: np.ndarray) -> bytes:
+        return dict(png_chunks(encode_png(image)))[b"IDAT"]
+
+    assert len(idat(grey)) > 0.9 * grey.nbytes
+    assert len(idat(wide)) < 0.1 * wide.nbytes
+    rgba = np.tile(row.reshape(1, 128, 4), (64, 1, 1))
+    assert len(idat(rgba)) < 0.1 * rgba.nbytes
