@@ -10,6 +10,7 @@ from celery.exceptions import Ignore
 from config.settings import get_settings
 from worker import leases, progress
 from worker.errors import CityscapesWorkerError, ServerError
+from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.tasks")
 
@@ -36,15 +37,19 @@ class JobTask(Task):
             return super().__call__(*args, **kwargs)
         try:
             result = super().__call__(*args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             if not lease.release():
+                self.taken_over(args, f"it failed after ({type(exc).__name__})")
                 raise Ignore() from None
             raise
         if not lease.release():
-            log.warning("task %s: taken over by another worker while it ran; its run reports",
-                        self.request.id, extra={"job_id": self.job_id(self.request.id, args)})
+            self.taken_over(args, "it finished after")
             raise Ignore()
         return result
+
+    def taken_over(self, args: tuple, how: str) -> None:
+        log.warning("task %s: taken over by another worker while it ran (%s); its run reports",
+                    self.request.id, how, extra={"job_id": self.job_id(self.request.id, args)})
 
     def _take_lease(self) -> leases.Lease | None:
         settings = get_settings()
@@ -72,3 +77,10 @@ class ChunkTask(JobTask):
 
     def job_id(self, task_id: str, args: tuple) -> str:
         return args[0]
+
+    def taken_over(self, args: tuple, how: str) -> None:
+        """What this run staged is the other run's to keep, or nobody's once the job ended."""
+        super().taken_over(args, how)
+        job_id, _, staging = args
+        if progress.read(job_id).get("state") in progress.TERMINAL:
+            storage_for(staging).delete_prefix(join_url(staging, "parts"))
