@@ -10,7 +10,6 @@ from celery.exceptions import Ignore
 from config.settings import get_settings
 from worker import leases, progress
 from worker.errors import CityscapesWorkerError, ServerError
-from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.tasks")
 
@@ -80,7 +79,8 @@ class ChunkTask(JobTask):
 
     def taken_over(self, args: tuple, how: str) -> None:
         """What this run staged is the other run's to keep, or nobody's once the job ended."""
+        from tasks.jobs import chunk_too_late
+
         super().taken_over(args, how)
         job_id, _, staging = args
-        if progress.read(job_id).get("state") in progress.TERMINAL:
-            storage_for(staging).delete_prefix(join_url(staging, "parts"))
+        chunk_too_late(job_id, staging)

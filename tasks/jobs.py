@@ -82,12 +82,19 @@ def progress_text(state: dict) -> str:
             f" images {state.get('images_done', 0)}/{state.get('images', 0)}")
 
 
-def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
-    """Count a chunk's images, unless the job was stopped or has ended while it ran (a run that
-    lost its lease, see worker.leases, may end after the run that took over and the assembly):
-    then remove what it staged (a cleanup may already have passed) and say so."""
+def chunk_too_late(job_id: str, staging: str) -> bool:
+    """True if the job was stopped or has ended while a chunk ran (a run that lost its lease,
+    see worker.leases, may end after the run that took over and the assembly); what chunks
+    staged is then removed (a cleanup may already have passed)."""
     if progress.read(job_id).get("state") in progress.TERMINAL:
         storage_for(staging).delete_prefix(join_url(staging, "parts"))
+        return True
+    return False
+
+
+def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
+    """Count a chunk's images, unless it came too late (chunk_too_late); says which."""
+    if chunk_too_late(job_id, staging):
         return False
     progress.chunk_done(job_id, number, images)
     announce(job_id, "task-progress", result=progress_text(progress.read(job_id)))
