@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,15 +30,16 @@ ROOT = Path(__file__).parents[1]
 
 
 def cli_export(manifest: Path, output: Path, cache: Path | None) -> tuple[float, dict]:
-    """CPU seconds of an export in a process of its own, and its result."""
-    before = os.times()
-    run = subprocess.run(
+    """CPU seconds of an export in a process of its own (bench.bench_export's launcher), and
+    its result (the last line of its output, --json)."""
+    from bench.bench_export import run_process
+
+    log = output.with_suffix(".log")
+    run = run_process(
         [sys.executable, "-m", "worker.cli", "export", "--annotations", str(manifest), "--output",
          str(output), "--jobs", "1", "--json", "--quiet", *(["--cache", str(cache)] if cache else [])],
-        cwd=ROOT, check=True, capture_output=True, text=True)
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return cpu, json.loads(run.stdout.strip().splitlines()[-1])
+        log)
+    return run.cpu, json.loads(log.read_text().strip().splitlines()[-1])
 
 
 def edit(manifest: dict, count: int) -> tuple[dict, list[int]]:

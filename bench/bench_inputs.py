@@ -5,7 +5,7 @@ COCO file and a CVAT file holding the same shapes, each in a process of its own.
         [--shapes 3] [--formats manifest coco cvat] [--repo PATH] [--out FILE]
 
 Each format runs `python -m worker.cli export --annotations FILE --output OUT.zip --jobs 1 --quiet`
-under GNU time, from `--repo` (default: this checkout; give a worktree of an older commit to
+in a process of its own (bench.bench_export's launcher), from `--repo` (default: this checkout; give a worktree of an older commit to
 measure before a change): peak RSS, wall and CPU seconds, and the time per image. The COCO file
 puts its keys in the order hardest for a reader ("annotations" before "images" and
 "categories"); every image has `--shapes` polygons of 3 to 8 vertices. The files are written by
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import shlex
 import sys
 import tempfile
 import zipfile
@@ -114,17 +114,15 @@ def write_cvat(path: Path, scenes, names: list[str], width: int, height: int) ->
 
 
 def measure(repo: Path, annotations: Path, output: Path) -> dict[str, float]:
-    """One export in a process of its own under GNU time."""
-    python = sys.executable  # run from `repo`, whose worker/ comes first on sys.path
-    run = subprocess.run(
-        ["/usr/bin/time", "-f", "%M %e %U %S", python, "-m", "worker.cli", "export",
-         "--annotations", str(annotations), "--output", str(output), "--jobs", "1", "--quiet"],
-        cwd=repo, capture_output=True, text=True,
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"{annotations.name}: export failed: {run.stderr[-2000:]}")
-    rss_kb, wall, user, system = run.stderr.strip().splitlines()[-1].split()
-    return {"rss_mb": int(rss_kb) / 1024, "wall": float(wall), "cpu": float(user) + float(system)}
+    """One export in a process of its own (bench.bench_export's launcher: CPU, wall, peak RSS),
+    from `repo`, whose worker/ comes first on sys.path."""
+    from bench.bench_export import run_process
+
+    command = (f"cd {shlex.quote(str(repo))} && exec {shlex.quote(sys.executable)} -m worker.cli"
+               f" export --annotations {shlex.quote(str(annotations))}"
+               f" --output {shlex.quote(str(output))} --jobs 1 --quiet")
+    run = run_process(["/bin/sh", "-c", command], output.with_suffix(".log"))
+    return {"rss_mb": run.rss_mb, "wall": run.wall, "cpu": run.cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
