@@ -15,6 +15,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -24,12 +25,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from worker.cityscapes.labels import Color, parse_color
+from worker.cityscapes.quick_json import QuickValues, Unsure
 from worker.cityscapes.rle import checked_runs, is_mask_size
 from worker.errors import LabelMapError, ManifestError
 
@@ -72,7 +75,7 @@ def shown(value: Any, limit: int = 60) -> str:
 def check_text(value: str, what: str, limit: int = MAX_NAME_BYTES) -> str:
     """Text that must be UTF-8 (a lone surrogate from a JSON escape is not) of bounded length."""
     try:
-        size = len(value.encode("utf-8"))
+        size = len(value) if value.isascii() else len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError(f"{what} {shown(value)} holds a lone surrogate, not UTF-8 text") from None
     if size > limit:
@@ -237,9 +240,10 @@ class Shape:
 
 
 def shape_to_row(shape: Shape) -> list:
-    """A compact JSON form of a shape, for chunk inputs."""
+    """A compact JSON form of a shape, for chunk inputs (its points an array: orjson writes it
+    with OPT_SERIALIZE_NUMPY as the list of its numbers, without making Python floats)."""
     return [shape.index, shape.label, shape.kind, shape.z_order, shape.is_crowd, shape.instance,
-            shape.points.tolist(), shape.rle]
+            shape.points, shape.rle]
 
 
 def shape_from_row(row: list) -> Shape:
@@ -282,6 +286,8 @@ class ShapeStore:
         return self._conn
 
     def create(self) -> None:
+        # A scratch file, read back by this job only: no journal, no waiting for the disk.
+        self._connection().executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         self._connection().execute(
             "CREATE TABLE shapes (image INTEGER, seq INTEGER, z INTEGER, label TEXT,"
             " kind INTEGER, crowd INTEGER, instance INTEGER, points BLOB, rle TEXT)"
@@ -382,6 +388,15 @@ class JsonGuard:
         if self._held:
             data, self._held = self._held[:_SMALL_READ], self._held[_SMALL_READ:]
             return data
+        data = self.read_checked(size)
+        if data.count(b"[") + data.count(b"{") > _SMALL_READ and _nesting(data) > _SMALL_READ:
+            # ijson builds the events of a whole read, each with its path, before they reach
+            # the depth check: 50,000 levels in one read would take gigabytes of paths.
+            data, self._held = data[:_SMALL_READ], data[_SMALL_READ:]
+        return data
+
+    def read_checked(self, size: int) -> bytes:
+        """Bytes of the file, their UTF-8, escapes and length of values checked."""
         data = self._stream.read(size if 0 < size <= 1 << 20 else 1 << 16)
         try:
             self._utf8.decode(data, final=not data)
@@ -397,10 +412,6 @@ class JsonGuard:
                 f"holds a single value (or blank stretch) of more than {MAX_VALUE_BYTES >> 20} MiB"
                 f" near byte {self.offset:,}"
             )
-        if data.count(b"[") + data.count(b"{") > _SMALL_READ and _nesting(data) > _SMALL_READ:
-            # ijson builds the events of a whole read, each with its path, before they reach
-            # the depth check: 50,000 levels in one read would take gigabytes of paths.
-            data, self._held = data[:_SMALL_READ], data[_SMALL_READ:]
         return data
 
     def place(self) -> str:
@@ -468,7 +479,11 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
         raise ManifestError(source, [f"cannot be read ({exc.strerror})"]) from None
     with stream:
         try:
-            return _ManifestReader(stream, source, Path(workdir)).read()
+            return _ManifestReader(stream, source, Path(workdir), quick=True).read()
+        except Unsure:
+            (Path(workdir) / _SHAPES_FILE).unlink(missing_ok=True)
+        try:
+            return _ManifestReader(stream, source, Path(workdir), quick=False).read()
         except ijson.JSONError as exc:
             raise invalid_json(source, exc) from None
 
@@ -506,6 +521,44 @@ def top_level_values(
             yield "", value
 
 
+class TopLevelValues:
+    """top_level_values of a file, whose `wanted` prefixes may change between values (a reader
+    that stops at a key goes on, wanting others): exactly, event by event, or (quick) through
+    QuickValues, which raises Unsure where only the exact reading may judge."""
+
+    def __init__(self, stream: BinaryIO, source: str, wanted: tuple[str, ...], quick: bool):
+        if quick:
+            stream.seek(0)
+            guard = JsonGuard(stream, source)
+            self._values: Any = QuickValues(partial(_quick_read, guard), wanted, MAX_DEPTH,
+                                            MAX_ITEM_VALUES, MAX_VALUE_BYTES)
+        else:
+            self._events = json_events(stream, source)
+            self._values = top_level_values(self._events, wanted)
+
+    def want(self, wanted: tuple[str, ...]) -> None:
+        if isinstance(self._values, QuickValues):
+            self._values.want(wanted)
+        else:
+            self._values = top_level_values(self._events, wanted)
+
+    def __iter__(self) -> TopLevelValues:
+        return self
+
+    def __next__(self) -> tuple[str, Any]:
+        return next(self._values)
+
+
+def _quick_read(guard: JsonGuard, size: int) -> bytes:
+    """The guard's bytes (UTF-8 and escapes checked) for QuickValues, which bounds the length of
+    values itself; a refusal is left to the exact reading, which names its place."""
+    guard.quiet = 0
+    try:
+        return guard.read_checked(size)
+    except ManifestError:
+        raise Unsure from None
+
+
 def _mask_mismatch(spec: ShapeSpec, image: ImageRecord) -> str | None:
     """What is wrong with a mask, if anything: its runs must cover its size exactly, and it
     covers the image, or its box, which lies within the image."""
@@ -531,10 +584,26 @@ def _mask_mismatch(spec: ShapeSpec, image: ImageRecord) -> str | None:
     return None
 
 
-def edge_rows(points: np.ndarray, height: int) -> int:
-    """The image rows a polygon's edges cross, in all: what Pillow's fill walks for it."""
-    y = np.clip(np.floor(points[1::2] + 0.5), 0, height)
-    return int(np.abs(np.diff(y, append=y[:1])).sum())
+def edge_rows(polygons: list[np.ndarray], heights: list[int]) -> list[int]:
+    """The image rows each polygon's edges cross, in all (what Pillow's fill walks for it), for
+    many polygons in one numpy pass: flat x0, y0, x1, y1, ... each, in images of `heights`."""
+    counts = np.array([len(p) // 2 for p in polygons], np.int64)
+    result = np.zeros(len(polygons), np.int64)
+    some = counts > 0
+    if not some.any():
+        return result.tolist()
+    counts = counts[some]
+    y = np.concatenate([p[1::2] for p, n in zip(polygons, some) if n])
+    tops = np.repeat(np.asarray(heights, np.float64)[some], counts)
+    y = np.clip(np.floor(y + 0.5), 0, tops)
+    lasts = np.cumsum(counts) - 1
+    firsts = lasts - counts + 1
+    steps = np.abs(np.diff(y, append=0.0))
+    steps[lasts] = 0.0  # not a step: the next polygon begins there
+    ends = np.cumsum(steps)
+    closing = np.abs(y[lasts] - y[firsts])
+    result[some] = ends[lasts] - ends[firsts] + steps[firsts] + closing
+    return result.tolist()
 
 
 class _ImageIndex:
@@ -570,9 +639,13 @@ def _share(value: Any) -> Any:
     return _shared.setdefault(value, value)
 
 
+_SHAPES_FILE = "shapes.sqlite"
+
+
 class _ManifestReader:
-    def __init__(self, stream: BinaryIO, source: str, workdir: Path):
+    def __init__(self, stream: BinaryIO, source: str, workdir: Path, quick: bool):
         self.stream, self.source, self.workdir = stream, source, workdir
+        self.quick = quick
         self.problems: list[str] = []
         self.labels: list[tuple[str, Color]] = []
         self.images: list[ImageRecord] = []
@@ -594,7 +667,7 @@ class _ManifestReader:
             raise ManifestError(self.source, self.problems)
         if not self.images and not self.problems:
             self.problem("has no images")
-        store = ShapeStore(self.workdir / "shapes.sqlite")
+        store = ShapeStore(self.workdir / _SHAPES_FILE)
         store.create()
         try:
             count = self._read_shapes(store, rest)
@@ -607,18 +680,21 @@ class _ManifestReader:
             raise ManifestError(self.source, self.problems)
         return Manifest(self.labels, self.images, store, count)
 
-    def _read_head(self) -> tuple[list[Any], Iterator | None]:
+    def _values(self, wanted: tuple[str, ...]) -> TopLevelValues:
+        return TopLevelValues(self.stream, self.source, wanted, self.quick)
+
+    def _read_head(self) -> tuple[list[Any], TopLevelValues | None]:
         """version, labels and images in one pass that stops where the shapes begin, when they
         come last (as writers put them); otherwise it walks on past them. Problems are kept
         until the version is known (a file of another version fails on that alone)."""
         versions: list[Any] = []
         seen: set[str] = set()
         counts = {"labels.item": 0, "images.item": 0}
-        events = json_events(self.stream, self.source)
-        for prefix, value in top_level_values(events, _HEAD_PREFIXES):
+        values = self._values(_HEAD_PREFIXES)
+        for prefix, value in values:
             if prefix == "":
                 if value == "shapes" and seen >= set(_HEAD_KEYS):
-                    return versions, events  # the shapes pass goes on from here
+                    return versions, values  # the shapes pass goes on from here
                 seen.add(value)
             elif prefix == "version":
                 versions.append(value)
@@ -663,53 +739,87 @@ class _ManifestReader:
         self.index.position[spec.id] = len(self.images)
         self.images.append(record)
 
-    def _read_shapes(self, store: ShapeStore, rest: Iterator | None) -> int:
-        """Shapes, from where the head pass stopped (at the key "shapes") or from the start."""
+    def _read_shapes(self, store: ShapeStore, rest: TopLevelValues | None) -> int:
+        """Shapes, from where the head pass stopped (at the key "shapes") or from the start, a
+        group at a time (validated together, edge rows counted in one numpy pass). An error of
+        the file met while a group fills waits until the group's shapes are judged, so that the
+        outcome is the one of taking them one by one."""
         shapes_of = np.zeros(len(self.images), np.int64)  # per image, for the limits
         rows_of = np.zeros(len(self.images), np.int64)
-        batch: list[tuple] = []
         count = 0
-        events = rest if rest is not None else json_events(self.stream, self.source)
-        for prefix, raw in top_level_values(events, ("shapes.item",)):
+        if rest is None:
+            values = self._values(("shapes.item",))
+        else:
+            values = rest
+            values.want(("shapes.item",))
+        group: list[Any] = []
+        error = None
+        while error is None:
+            try:
+                prefix, raw = next(values)
+            except StopIteration:
+                break
+            except (ijson.JSONError, ManifestError) as exc:
+                error = exc
+                break
             if prefix == "":
                 continue
-            row = self._shape_row(count, raw, shapes_of, rows_of)
-            count += 1
-            if row is not None:
-                batch.append(row)
-            if len(batch) >= 1000:
-                store.add(batch)
-                batch.clear()
-        store.add(batch)
+            group.append(raw)
+            if len(group) == _SHAPE_GROUP:
+                count = self._add_shapes(store, group, count, shapes_of, rows_of)
+                group = []
+        count = self._add_shapes(store, group, count, shapes_of, rows_of)
+        if error is not None:
+            raise error
         return count
 
-    def _shape_row(
-        self, i: int, raw: Any, shapes_of: np.ndarray, rows_of: np.ndarray
-    ) -> tuple | None:
-        try:
-            spec = ShapeSpec.model_validate(raw)
-        except ValidationError as exc:
+    def _add_shapes(self, store: ShapeStore, group: list[Any], first: int,
+                    shapes_of: np.ndarray, rows_of: np.ndarray) -> int:
+        specs = _validated_shapes(group)
+        images = [self.index.position.get(spec.image) if isinstance(spec, ShapeSpec) else None
+                  for spec in specs]
+        drawn = [k for k, spec in enumerate(specs)
+                 if images[k] is not None and spec.type != "mask"]
+        points = {k: np.asarray(specs[k].points, np.float64) for k in drawn}
+        rows = dict(zip(drawn, edge_rows([points[k] for k in drawn],
+                                         [self.images[images[k]].height for k in drawn])))
+        batch = []
+        for k, spec in enumerate(specs):
+            row = self._shape_row(first + k, group[k], spec, images[k], points.get(k),
+                                  rows.get(k, 0), shapes_of, rows_of)
+            if row is not None:
+                batch.append(row)
+        store.add(batch)
+        return first + len(group)
+
+    def _shape_row(self, i: int, raw: Any, spec: ShapeSpec | ValidationError,
+                   image_index: int | None, points: np.ndarray | None, edge_rows: int,
+                   shapes_of: np.ndarray, rows_of: np.ndarray) -> tuple | None:
+        if isinstance(spec, ValidationError):
             image = raw.get("image") if isinstance(raw, dict) else None
-            self.problem(f"shapes[{i}] (image {shown(image)}): {_format_error(exc)}")
+            self.problem(f"shapes[{i}] (image {shown(image)}): {_format_error(spec)}")
             return None
-        image_index = self.index.position.get(spec.image)
         if image_index is None:
             self.problem(f"shapes[{i}]: image {shown(spec.image)} is not in the images list")
             return None
         record = self.images[image_index]
-        where = f"shapes[{i}] (image {shown(record.name)})"
+
+        def where() -> str:
+            return f"shapes[{i}] (image {shown(record.name)})"
+
         shapes_of[image_index] += 1
         if shapes_of[image_index] > MAX_SHAPES_PER_IMAGE:
             if shapes_of[image_index] == MAX_SHAPES_PER_IMAGE + 1:
-                self.problem(f"{where}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+                self.problem(f"{where()}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
             return None
-        points = np.asarray(spec.points, np.float64)
-        if spec.type != "mask":
+        if points is None:
+            points = np.asarray(spec.points, np.float64)
+        else:
             rows_before = rows_of[image_index]
-            rows_of[image_index] += edge_rows(points, record.height)
+            rows_of[image_index] += edge_rows
             if rows_of[image_index] > MAX_EDGE_ROWS >= rows_before:
                 self.problem(
-                    f"{where}: the image's polygon edges cross more than {MAX_EDGE_ROWS:,} rows"
+                    f"{where()}: the image's polygon edges cross more than {MAX_EDGE_ROWS:,} rows"
                     " in all (each edge counts the rows it spans), more than can be drawn in"
                     " reasonable time"
                 )
@@ -718,7 +828,7 @@ class _ManifestReader:
         if spec.rle is not None:
             mismatch = _mask_mismatch(spec, record)
             if mismatch:
-                self.problem(f"{where}: {mismatch}")
+                self.problem(f"{where()}: {mismatch}")
                 return None
             stored = {"size": spec.rle["size"], "counts": spec.rle["counts"]}
             if spec.box is not None:
@@ -735,3 +845,23 @@ class _ManifestReader:
             points.tobytes(),
             rle,
         )
+
+
+_SHAPE_GROUP = 1000
+_SHAPE_LIST = TypeAdapter(list[ShapeSpec])
+
+
+def _validated_shapes(group: list[Any]) -> list[ShapeSpec | ValidationError]:
+    """Each shape's spec, or what is wrong with it: the group is validated in one call (half the
+    cost of one call a shape) unless one of them fails."""
+    try:
+        return _SHAPE_LIST.validate_python(group)
+    except ValidationError:
+        pass
+    specs: list[ShapeSpec | ValidationError] = []
+    for raw in group:
+        try:
+            specs.append(ShapeSpec.model_validate(raw))
+        except ValidationError as exc:
+            specs.append(exc)
+    return specs
