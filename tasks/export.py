@@ -28,11 +28,11 @@ from tasks.jobs import (
 )
 from worker import progress
 from worker.celery import app
-from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
+from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
-from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
+from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input, stage_chunk
 from worker.run_cache import RunCache
 from worker.storage import join_url, storage_for
 
@@ -95,25 +95,18 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     spec, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
     prefix = get_settings().cache_prefix
     cache = RunCache(prefix) if prefix and spec.cache else None
-    runs = [encode_entries([job.label_color_part()])] if first else []
-    objects, cached, warnings = 0, 0, []
-    for image, shapes in items:
-        result = job.encode(image, shapes, cache)
-        runs.append((result.blob, result.records))
-        objects += result.objects
-        cached += result.cached
-        warnings.extend(result.warnings)
-    blob, records = join_runs(runs)
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
-    store.write(_part_url(staging, index), blob)
-    store.write(_records_url(staging, index), json.dumps([r.to_json() for r in records]).encode())
+    run = stage_chunk(job, first, items, cache, _part_url(staging, index))
+    store.write(_records_url(staging, index), json.dumps([r.to_json() for r in run.records]).encode())
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
+    warnings = run.warnings
     if len(warnings) > MAX_WARNINGS_PER_CHUNK:
         extra = len(warnings) - MAX_WARNINGS_PER_CHUNK
         warnings = warnings[:MAX_WARNINGS_PER_CHUNK] + [f"... and {extra} more in this chunk"]
-    return {"chunk": index, "size": len(blob), "images": len(items), "objects": objects,
-            "images_drawn": len(items) - cached, "images_cached": cached, "warnings": warnings}
+    return {"chunk": index, "size": run.size, "images": len(items), "objects": run.objects,
+            "images_drawn": len(items) - run.images_cached, "images_cached": run.images_cached,
+            **run.counts(), "warnings": warnings}
 
 
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
@@ -141,4 +134,5 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     size = storage_for(output).compose(output, sources, b"", join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings,
-                      ("objects", "images_drawn", "images_cached"))
+                      ("objects", "images_drawn", "images_cached", "bytes_copied", "bytes_moved",
+                       "photo_bytes_moved"))

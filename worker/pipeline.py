@@ -6,11 +6,12 @@ photo when asked) -> assemble (the archive). Where the steps run is the caller's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 
-from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
+import orjson
+
+from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries, join_runs
 from worker.cityscapes.export import (
     ExportOptions,
     ImageExport,
@@ -32,7 +33,7 @@ from worker.cityscapes.manifest import (
 )
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
 from worker.jobs import ExportSpec, build_label_map
-from worker.run_cache import ENCODER_VERSION, RunCache, image_key
+from worker.run_cache import ENCODER_VERSION, RunCache, chunk_key, image_key
 from worker.storage import join_url, storage_for
 
 
@@ -110,10 +111,12 @@ class ImageJob:
             result.parts.append(left_image_part(image, photo, self.image_ext, self.options.layout))
         return result
 
-    def encode(self, image: ImageRecord, shapes: list[Shape], cache: RunCache | None = None) -> ImageRun:
+    def encode(self, image: ImageRecord, shapes: list[Shape], cache: RunCache | None = None,
+               key: str | None = None) -> ImageRun:
         """The image's entries: from `cache` when its inputs were encoded before, else drawn
-        (and left in the cache)."""
-        key = self.cache_key(image, shapes) if cache is not None else ""
+        (and left in the cache). `key`: the image's cache_key, when known already."""
+        if cache is not None and key is None:
+            key = self.cache_key(image, shapes)
         indices = [shape.index for shape in shapes]
         if cache is not None:
             hit = cache.get(key, indices)
@@ -152,6 +155,57 @@ class ImageJob:
             raise ImageSourceError(f"image {image.name!r}: cannot be read ({exc})") from None
 
 
+@dataclass
+class ChunkRun:
+    """A chunk's run of zip entries, staged."""
+
+    size: int
+    records: list[EntryRecord]
+    objects: int
+    warnings: list[str]
+    images_cached: int
+    copied: bool  # within the store, from the cache: no byte of it passed through the worker
+
+    def counts(self) -> dict[str, int]:
+        """What the job result adds up: bytes of runs copied within the store and bytes that
+        passed through workers (and of those, the photos')."""
+        photos = sum(r.compressed_size for r in self.records if "_leftImg8bit." in r.name)
+        moved = 0 if self.copied else self.size
+        return {"bytes_copied": self.size - moved, "bytes_moved": moved,
+                "photo_bytes_moved": 0 if self.copied else photos}
+
+
+def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
+                cache: RunCache | None, staged: str) -> ChunkRun:
+    """Write a chunk's run of entries to `staged`. When the whole chunk was encoded before, the
+    run is copied within the store from the cache (none of its bytes pass through here);
+    otherwise its images are encoded one by one (each from the cache where it can be) and the
+    run is left in the cache for next time."""
+    store = storage_for(staged)
+    indices = [shape.index for _, shapes in items for shape in shapes]
+    keys: list[str | None] = [None] * len(items)
+    if cache is not None:
+        keys = [job.cache_key(image, shapes) for image, shapes in items]
+        run_key = chunk_key(job.recipe, first, keys)
+        copied = cache.copy_run(run_key, staged, indices)
+        if copied is not None:
+            return ChunkRun(copied.size, copied.records, copied.objects, copied.warnings,
+                            len(items), copied=True)
+    runs = [encode_entries([job.label_color_part()])] if first else []
+    objects, cached, warnings = 0, 0, []
+    for (image, shapes), key in zip(items, keys):
+        result = job.encode(image, shapes, cache, key)
+        runs.append((result.blob, result.records))
+        objects += result.objects
+        cached += result.cached
+        warnings.extend(result.warnings)
+    blob, records = join_runs(runs)
+    if cache is None or not cache.put_run(run_key, blob, records, objects, warnings, indices,
+                                          staged):
+        store.write(staged, blob)
+    return ChunkRun(len(blob), records, objects, warnings, cached, copied=False)
+
+
 def chunks_by_work(work: list[int], budget: int, most: int) -> list[range]:
     """Consecutive items in chunks of about `budget` work (pixels, bytes) and at most `most`
     items, so that a chunk's time and memory do not depend on its images' sizes: a chunk closes
@@ -174,19 +228,19 @@ def chunk_input(
     first: bool,
 ) -> bytes:
     """What one chunk task needs, as JSON: the spec, the task labels, its images and shapes."""
-    return json.dumps(
+    return orjson.dumps(
         {
             "spec": spec.model_dump(),
             "labels": [[name, list(color)] for name, color in task_labels],
             "first": first,
             "items": [[image_to_row(i), [shape_to_row(s) for s in shapes]] for i, shapes in items],
         },
-        separators=(",", ":"),
-    ).encode()
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def read_chunk_input(data: bytes) -> tuple[ExportSpec, ImageJob, bool, list[tuple[ImageRecord, list[Shape]]]]:
-    document = json.loads(data)
+    document = orjson.loads(data)
     spec = ExportSpec.model_validate(document["spec"])
     labels = [(name, tuple(color)) for name, color in document["labels"]]
     items = [

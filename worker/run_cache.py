@@ -7,7 +7,7 @@ saved (size and modification time of a local file, size and ETag of an S3 object
 ENCODER_VERSION, which changes whenever the encoder's output could (PNG settings, zip records,
 polygons.json). The same key therefore always stands for the same bytes: entries are written
 whole (S3 PUT; a local write is renamed into place), and two jobs writing one entry write the same
-thing. An entry is checked before use (its format version, the length and BLAKE2b digest of its
+thing. An entry is checked before use (its format version, the length and XXH3-128 digest of its
 bytes); one that fails is drawn again and replaced, never shipped.
 
 The cache lives under a prefix of any storage (a local folder, s3://bucket/prefix); nothing in it
@@ -20,8 +20,10 @@ import hashlib
 import json
 import logging
 import struct
+from dataclasses import dataclass
 
 import orjson
+import xxhash
 
 from worker.cityscapes.archive import EntryRecord
 from worker.errors import CityscapesWorkerError, StorageNotFound
@@ -30,7 +32,7 @@ from worker.storage import join_url, storage_for
 log = logging.getLogger("cityscapes.cache")
 # Bump whenever the bytes an image encodes to could change for the same inputs.
 ENCODER_VERSION = 1
-_MAGIC = b"CSRUN"
+_MAGIC = b"CSRN2"  # 2: entries checked by XXH3-128 (BLAKE2b before: a tenth of a re-export's CPU)
 _HEADER = struct.Struct(">5sHI")  # magic, encoder version, length of the JSON head
 
 
@@ -44,13 +46,30 @@ def image_key(recipe: bytes, image_row: list, shape_rows: list[list], photo: str
     return digest.hexdigest()
 
 
+def chunk_key(recipe: bytes, first: bool, image_keys: list[str]) -> str:
+    """The digest of a chunk's run: its images' keys in order, and whether it opens the zip
+    (the first run carries the label colors file)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(recipe)
+    digest.update(orjson.dumps([first, image_keys]))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CopiedRun:
+    size: int
+    records: list[EntryRecord]
+    objects: int
+    warnings: list[str]
+
+
 def pack(blob: bytes, records: list[EntryRecord], objects: int, warnings: list[str],
          indices: list[int]) -> bytes:
     """An entry; `indices` are the shapes' places in their manifest, which only warnings name."""
     head = json.dumps({
         "records": [r.to_json() for r in records], "objects": objects, "warnings": warnings,
         "indices": indices if _names_shapes(warnings, indices) else [],
-        "size": len(blob), "digest": hashlib.blake2b(blob, digest_size=20).hexdigest(),
+        "size": len(blob), "digest": xxhash.xxh3_128_hexdigest(blob),
     }).encode()
     return _HEADER.pack(_MAGIC, ENCODER_VERSION, len(head)) + head + blob
 
@@ -70,8 +89,7 @@ def unpack(data: bytes, indices: list[int] | None = None
             return None
         head = json.loads(data[_HEADER.size:_HEADER.size + length])
         blob = data[_HEADER.size + length:]
-        if len(blob) != head["size"] or \
-                hashlib.blake2b(blob, digest_size=20).hexdigest() != head["digest"]:
+        if len(blob) != head["size"] or xxhash.xxh3_128_hexdigest(blob) != head["digest"]:
             return None
         if head["indices"] and indices is not None and head["indices"] != indices:
             return None
@@ -100,6 +118,51 @@ class RunCache:
         except CityscapesWorkerError as exc:  # the cache is an optimisation: never fail a job
             log.warning("cache entry %s not read: %s", key, exc)
             return None
+
+    def _run_urls(self, key: str) -> tuple[str, str]:
+        """A chunk's run and its description (records, counts, warnings, the run's fingerprint
+        in the store), under runs/."""
+        base = join_url(self.prefix, f"v{ENCODER_VERSION}", "runs", key[:2], key)
+        return base + ".zip-run", base + ".json"
+
+    def copy_run(self, key: str, url: str, indices: list[int]) -> CopiedRun | None:
+        """Copy the chunk run `key` to `url` within the store, if it is there and unchanged
+        since it was described (S3: the copy is conditional on its ETag); else None."""
+        run_url, head_url = self._run_urls(key)
+        try:
+            head = json.loads(self.store.read(head_url))
+            if head["version"] != ENCODER_VERSION or \
+                    head["indices"] and head["indices"] != indices:
+                return None
+            found = CopiedRun(int(head["size"]), [EntryRecord(**r) for r in head["records"]],
+                              int(head["objects"]), list(head["warnings"]))
+            if not self.store.copy_if_unchanged(run_url, url, head["fingerprint"]):
+                return None
+        except StorageNotFound:
+            return None
+        except (CityscapesWorkerError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cached run %s not used: %s", key, exc)
+            return None
+        return found
+
+    def put_run(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
+                warnings: list[str], indices: list[int], url: str) -> bool:
+        """Keep a chunk's run under `key` and copy it to `url` from there (its bytes leave this
+        process once); False if either failed (the caller then writes `url` itself)."""
+        run_url, head_url = self._run_urls(key)
+        try:
+            self.store.write(run_url, blob)
+            fingerprint = self.store.fingerprint(run_url)
+            self.store.write(head_url, json.dumps({
+                "version": ENCODER_VERSION, "size": len(blob), "fingerprint": fingerprint,
+                "records": [r.to_json() for r in records], "objects": objects,
+                "warnings": warnings,
+                "indices": indices if _names_shapes(warnings, indices) else [],
+            }).encode())
+            return self.store.copy_if_unchanged(run_url, url, fingerprint)
+        except (CityscapesWorkerError, OSError) as exc:
+            log.warning("run %s not kept in the cache: %s", key, exc)
+            return False
 
     def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
             warnings: list[str], indices: list[int]) -> None:

@@ -286,3 +286,42 @@ def test_a_reexport_through_the_cache_draws_only_the_edited_images_and_writes_th
     full, expected = run("full", edited, cache=False)
     assert (full["images_drawn"], full["images_cached"]) == (9, 0)
     assert_same_zip(got, expected)
+
+
+def test_unchanged_chunks_are_copied_inside_s3_and_a_changed_cached_run_is_never_copied(make_cluster):
+    """Chunks whose images are all unchanged are copied from the cache's runs within S3, even
+    with every image's own entry gone; a run replaced in the cache since it was described (its
+    ETag no longer the one recorded) is not copied: its chunk is drawn again. Either way the zip
+    is the one a full export writes. Three images a chunk (the tests' CITYSCAPES_CHUNK_SIZE)."""
+    from worker import client
+
+    cluster = make_cluster(CITYSCAPES_CACHE_PREFIX="s3://{bucket}/cache/")
+    manifest = make_manifest(9, width=256, height=128, seed=4, objects=8, stuff_vertices=16)
+    spec = put_dataset(cluster, "task", manifest, photos=False)
+
+    def run(name: str, **fields) -> tuple[dict, bytes]:
+        final = client.wait(cluster.submit("cityscapes.export", {
+            **spec, "output": cluster.url(f"{name}.zip"), **fields}), timeout=120)
+        assert final["state"] == "SUCCESS", final
+        return final["result"], cluster.get(f"{name}.zip")
+
+    first, expected = run("first")
+    runs = [key for key in cluster.keys("cache/") if key.endswith(".zip-run")]
+    assert (first["images_drawn"], len(runs)) == (9, 3)
+    for key in cluster.keys("cache/"):  # every image's own entry: only the runs remain
+        if "/runs/" not in key:
+            cluster.s3.delete_object(Bucket=cluster.bucket, Key=key)
+    last_image = manifest["images"][8]["name"].rsplit(".", 1)[0]
+    replaced = next(key for key in runs
+                    if last_image in cluster.get(key.replace(".zip-run", ".json")).decode())
+    body = bytearray(cluster.get(replaced))
+    body[100] ^= 0xFF  # same length, other bytes: another ETag
+    cluster.put(replaced, bytes(body))
+
+    again, got = run("again")
+    assert (again["images_drawn"], again["images_cached"]) == (3, 6)
+    assert got == expected
+    assert first["bytes_copied"] == 0 and first["bytes_moved"] > 0
+    runs_bytes = again["bytes_copied"] + again["bytes_moved"]
+    assert runs_bytes == first["bytes_moved"] and 0 < again["bytes_moved"] < runs_bytes / 2
+    assert cluster.get(replaced) != bytes(body)  # drawn again, and the run put right

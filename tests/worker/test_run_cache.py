@@ -168,3 +168,26 @@ def test_two_exports_sharing_a_cache_at_once_both_write_the_full_bytes(tmp_path,
     for i in range(2):
         assert (tmp_path / f"twin{i}.zip").read_bytes() == expected
     assert len(entries(cache)) == IMAGES
+
+
+def test_a_chunk_run_is_copied_only_while_unchanged(tmp_path):
+    """A chunk's run kept in a local cache is copied out with its records while it is the file
+    it was described as; once rewritten (another modification time) or gone, it is not."""
+    from worker.cityscapes.archive import encode_entries
+    from worker.cityscapes.export import ZipPart
+
+    cache = run_cache.RunCache(str(tmp_path / "cache"))
+    blob, records = encode_entries([ZipPart("a/b.txt", b"hello" * 50, compress=True)])
+    staged = str(tmp_path / "staged" / "0.zip-run")
+    assert cache.put_run("ab" * 20, blob, records, 3, ["w"], [0, 1], staged)
+    assert Path(staged).read_bytes() == blob
+    Path(staged).unlink()
+    copied = cache.copy_run("ab" * 20, staged, [0, 1])
+    assert (copied.size, copied.records, copied.objects, copied.warnings) == (len(blob), records, 3, ["w"])
+    assert Path(staged).read_bytes() == blob
+    assert cache.copy_run("cd" * 20, staged, [0, 1]) is None  # never kept
+    run_path = Path(cache._run_urls("ab" * 20)[0])
+    os.utime(run_path, ns=(1, 1))  # the same bytes, rewritten: not the file described
+    assert cache.copy_run("ab" * 20, staged, [0, 1]) is None
+    run_path.unlink()
+    assert cache.copy_run("ab" * 20, staged, [0, 1]) is None

@@ -33,6 +33,12 @@ class Storage(ABC):
     def write(self, url: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def copy_if_unchanged(self, source: str, url: str, fingerprint: str) -> bool:
+        """Copy `source` to `url` within the store (on S3 its bytes never reach this process),
+        if `source` is still what `fingerprint` says; False, copying nothing, if it is gone or
+        has changed."""
+
+    @abstractmethod
     def download(self, url: str, path: Path) -> None: ...
 
     @abstractmethod

@@ -209,6 +209,16 @@ class LocalStorage(Storage):
         with atomic_output(path) as out:
             out.write(data)
 
+    def copy_if_unchanged(self, source: str, url: str, fingerprint: str) -> bool:
+        try:
+            if self.fingerprint(source) != fingerprint:
+                return False
+            with open(local_path(source), "rb") as data:
+                self.upload(url, data)
+        except (StorageNotFound, FileNotFoundError):
+            return False
+        return True
+
     def upload(self, url: str, source: BinaryIO) -> None:
         path = local_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
