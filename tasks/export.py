@@ -23,6 +23,7 @@ from tasks.jobs import (
     chunk_finished,
     chunk_may_run,
     finish_job,
+    in_threads,
     replace_with_chunks,
     staging_url,
 )
@@ -31,8 +32,16 @@ from worker.celery import app
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
-from worker.jobs import parse_export_spec
-from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input, stage_chunk
+from worker.jobs import ExportSpec, parse_export_spec
+from worker.pipeline import (
+    ChunkRun,
+    ImageJob,
+    chunk_input,
+    chunks_by_work,
+    copy_cached_chunk,
+    read_chunk_input,
+    stage_chunk,
+)
 from worker.run_cache import RunCache
 from worker.storage import join_url, storage_for
 
@@ -50,6 +59,11 @@ def _part_url(staging: str, index: int) -> str:
 
 def _records_url(staging: str, index: int) -> str:
     return join_url(staging, "parts", f"{index:05d}.records.json")
+
+
+def _copied_url(staging: str) -> str:
+    """The results of the chunks the plan copied from the cache."""
+    return join_url(staging, "copied.json")
 
 
 @app.task(name="cityscapes.export", bind=True, base=JobTask)
@@ -73,18 +87,48 @@ def export(self, **raw_spec):
             images = manifest.images
             chunks = chunks_by_work([i.width * i.height for i in images], settings.chunk_pixels,
                                     settings.chunk_size)
-            for index, indices in enumerate(chunks):
-                items = [(images[i], manifest.shapes_of(i)) for i in indices]
-                staging_store.write(
-                    _input_url(staging, index), chunk_input(spec, manifest.labels, items, index == 0)
-                )
+            cache = RunCache(settings.cache_prefix) if settings.cache_prefix and spec.cache else None
+            inputs = ((index, [(images[i], manifest.shapes_of(i)) for i in indices])
+                      for index, indices in enumerate(chunks))  # read here: SQLite, in order
+            copied = [result for result in in_threads(
+                lambda chunk: _stage_input(spec, job, manifest.labels, staging, *chunk, cache),
+                inputs) if result]
             manifest.store.close()
     except ClientError:
         staging_store.delete_prefix(staging)
         raise
+    if copied:  # the assembly reads these chunks' results, which no task of theirs returns
+        staging_store.write(_copied_url(staging), json.dumps(copied).encode())
     warnings = manifest.warnings + job.job_warnings(spec)
-    callback = export_assemble.s(job_id, spec.output, staging, warnings)
-    replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output, staging)
+    callback = export_assemble.s(job_id, spec.output, staging, warnings, bool(copied))
+    replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output,
+                        staging, copied)
+
+
+def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, index: int,
+                 items: list, cache: RunCache | None) -> dict | None:
+    """What a chunk starts from: its run copied from the cache when all of its images are
+    unchanged (its result then, for the assembly), else its input for a chunk task."""
+    store = storage_for(staging)
+    if cache is not None:
+        keys = [job.cache_key(image, shapes) for image, shapes in items]
+        run = copy_cached_chunk(job, index == 0, items, keys, cache, _part_url(staging, index))
+        if run is not None:
+            store.write(_records_url(staging, index),
+                        json.dumps([r.to_json() for r in run.records]).encode())
+            return _chunk_result(index, len(items), run)
+    store.write(_input_url(staging, index), chunk_input(spec, labels, items, index == 0))
+    return None
+
+
+def _chunk_result(index: int, images: int, run: ChunkRun) -> dict:
+    warnings = run.warnings
+    if len(warnings) > MAX_WARNINGS_PER_CHUNK:
+        extra = len(warnings) - MAX_WARNINGS_PER_CHUNK
+        warnings = warnings[:MAX_WARNINGS_PER_CHUNK] + [f"... and {extra} more in this chunk"]
+    return {"chunk": index, "size": run.size, "images": images, "objects": run.objects,
+            "images_drawn": images - run.images_cached, "images_cached": run.images_cached,
+            **run.counts(), "warnings": warnings}
 
 
 @app.task(name="cityscapes.export_chunk", bind=True, base=ChunkTask)
@@ -100,30 +144,26 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     store.write(_records_url(staging, index), json.dumps([r.to_json() for r in run.records]).encode())
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
-    warnings = run.warnings
-    if len(warnings) > MAX_WARNINGS_PER_CHUNK:
-        extra = len(warnings) - MAX_WARNINGS_PER_CHUNK
-        warnings = warnings[:MAX_WARNINGS_PER_CHUNK] + [f"... and {extra} more in this chunk"]
-    return {"chunk": index, "size": run.size, "images": len(items), "objects": run.objects,
-            "images_drawn": len(items) - run.images_cached, "images_cached": run.images_cached,
-            **run.counts(), "warnings": warnings}
+    return _chunk_result(index, len(items), run)
 
 
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
 def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], copied: bool = False) -> dict:
+    store = storage_for(staging)
+    if copied and progress.check_in(job_id):
+        chunks = chunks + json.loads(store.read(_copied_url(staging)))
     chunks = chunks_to_assemble(job_id, chunks, staging)
     if chunks is None:
         return {"cancelled": True}
-    store = storage_for(staging)
     # The central directory (~110 bytes an entry) goes to a file, then to staging, and is joined
     # like the runs: the assembly holds none of it in memory, however many entries.
     with tempfile.TemporaryFile() as spool:
         directory = CentralDirectory(spool)
         sources, offset = [], 0
-        for chunk in chunks:
-            run = json.loads(store.read(_records_url(staging, chunk["chunk"])))
-            directory.add((EntryRecord(**r) for r in run), offset)
+        runs = in_threads(lambda c: store.read(_records_url(staging, c["chunk"])), chunks)
+        for chunk, run in zip(chunks, runs):
+            directory.add((EntryRecord(**r) for r in json.loads(run)), offset)
             sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
             offset += chunk["size"]
         end = directory.end(offset)

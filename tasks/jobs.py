@@ -6,6 +6,10 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from celery import Signature, Task, chord, current_task, group
 
@@ -18,6 +22,8 @@ from worker.storage.s3 import split_url
 from worker.webhook import WebhookRefused, allowed_hosts, check_url, payload, post
 
 log = logging.getLogger("cityscapes.jobs")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def staging_url(output: str, job_id: str) -> str:
@@ -28,24 +34,49 @@ def staging_url(output: str, job_id: str) -> str:
     return join_url(posixpath.dirname(output) or ".", ".cityscapes-staging", job_id)
 
 
+def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int = 8) -> Iterator[R]:
+    """work(item) for each item, in order, `threads` at a time (storage calls, which wait on the
+    network); items are taken from `items` in this thread, and at most twice `threads` results
+    are held ahead, so memory does not grow with the job."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) > 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def chunk_id(job_id: str, index: int) -> str:
     return f"{job_id}-chunk-{index:05d}"
 
 
 def replace_with_chunks(
     plan: Task, chunk_task: Task, chunks: int, images: int, callback: Signature,
-    output: str, staging: str,
+    output: str, staging: str, done: list[dict] | None = None,
 ) -> None:
-    """Replace the plan task with the chord of its chunks; the callback inherits the job id."""
+    """Replace the plan task with the chord of its chunks, but those `done` already (their
+    results), which are counted now; the callback inherits the job id (and runs at once when
+    no chunk is left)."""
     job_id = plan.request.id
+    done = done or []
+    finished = {result["chunk"] for result in done}
     header = group(
         chunk_task.si(job_id, number, staging).set(task_id=chunk_id(job_id, number))
-        for number in range(chunks)
+        for number in range(chunks) if number not in finished
     )
     progress.planned(job_id, chunks, images)
-    announce(job_id, "task-progress", result=progress_text({"total": chunks, "images": images}))
-    log.info("%d images in %d chunks", images, chunks, extra={"job_id": job_id})
-    raise plan.replace(chord(header, callback.on_error(job_failed.s(job_id, output, staging))))
+    for result in done:
+        progress.chunk_done(job_id, result["chunk"], result["images"])
+    state = progress.read(job_id)
+    announce(job_id, "task-progress", result=progress_text({**state, "total": chunks}))
+    log.info("%d images in %d chunks (%d copied from the cache)", images, chunks, len(done),
+             extra={"job_id": job_id})
+    on_error = job_failed.s(job_id, output, staging)
+    if len(finished) == chunks:
+        raise plan.replace(callback.clone(args=([],)).on_error(on_error))  # args go first
+    raise plan.replace(chord(header, callback.on_error(on_error)))
 
 
 def chunk_may_run(task: Task, job_id: str, number: int) -> bool:

@@ -175,22 +175,32 @@ class ChunkRun:
                 "photo_bytes_moved": 0 if self.copied else photos}
 
 
+def copy_cached_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
+                      keys: list[str], cache: RunCache, staged: str) -> ChunkRun | None:
+    """The chunk's run copied to `staged` within the store from the cache, when the whole chunk
+    was encoded before (none of its bytes pass through here); else None. `keys`: its images'
+    cache keys."""
+    indices = [shape.index for _, shapes in items for shape in shapes]
+    copied = cache.copy_run(chunk_key(job.recipe, first, keys), staged, indices)
+    if copied is None:
+        return None
+    return ChunkRun(copied.size, copied.records, copied.objects, copied.warnings, len(items),
+                    copied=True)
+
+
 def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
                 cache: RunCache | None, staged: str) -> ChunkRun:
-    """Write a chunk's run of entries to `staged`. When the whole chunk was encoded before, the
-    run is copied within the store from the cache (none of its bytes pass through here);
-    otherwise its images are encoded one by one (each from the cache where it can be) and the
-    run is left in the cache for next time."""
+    """Write a chunk's run of entries to `staged`: copied from the cache when it can be
+    (copy_cached_chunk), else its images encoded one by one (each from the cache where it can
+    be), and the run left in the cache for next time."""
     store = storage_for(staged)
     indices = [shape.index for _, shapes in items for shape in shapes]
     keys: list[str | None] = [None] * len(items)
     if cache is not None:
         keys = [job.cache_key(image, shapes) for image, shapes in items]
-        run_key = chunk_key(job.recipe, first, keys)
-        copied = cache.copy_run(run_key, staged, indices)
+        copied = copy_cached_chunk(job, first, items, keys, cache, staged)
         if copied is not None:
-            return ChunkRun(copied.size, copied.records, copied.objects, copied.warnings,
-                            len(items), copied=True)
+            return copied
     runs = [encode_entries([job.label_color_part()])] if first else []
     objects, cached, warnings = 0, 0, []
     for (image, shapes), key in zip(items, keys):
@@ -200,8 +210,8 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
         cached += result.cached
         warnings.extend(result.warnings)
     blob, records = join_runs(runs)
-    if cache is None or not cache.put_run(run_key, blob, records, objects, warnings, indices,
-                                          staged):
+    if cache is None or not cache.put_run(chunk_key(job.recipe, first, keys), blob, records,
+                                          objects, warnings, indices, staged):
         store.write(staged, blob)
     return ChunkRun(len(blob), records, objects, warnings, cached, copied=False)
 

@@ -308,6 +308,11 @@ def test_unchanged_chunks_are_copied_inside_s3_and_a_changed_cached_run_is_never
     first, expected = run("first")
     runs = [key for key in cluster.keys("cache/") if key.endswith(".zip-run")]
     assert (first["images_drawn"], len(runs)) == (9, 3)
+    final = client.wait(cluster.submit("cityscapes.export", {**spec, "output": cluster.url("same.zip")}),
+                        timeout=120)  # nothing changed: the plan copies every chunk, none runs
+    assert (final["state"], final["done"], final["total"]) == ("SUCCESS", 3, 3), final
+    assert (final["result"]["images_cached"], final["result"]["bytes_moved"]) == (9, 0)
+    assert cluster.get("same.zip") == expected
     for key in cluster.keys("cache/"):  # every image's own entry: only the runs remain
         if "/runs/" not in key:
             cluster.s3.delete_object(Bucket=cluster.bucket, Key=key)
