@@ -382,8 +382,9 @@ class Cluster:
             events, done = job_events(self.events.since(start_event), job_id, chunk_ids)
         cpu1, machine1 = self._cpu(), machine_cpu()
         broker1, backend1 = self._commands(self.broker), self._commands(self.backend)
-        sizes = [AsyncResult(chunk_id(job_id, i), app=self.app).result["size"]
-                 for i in range(final["total"])]
+        results = [AsyncResult(chunk_id(job_id, i), app=self.app).result
+                   for i in range(final["total"])]
+        sizes = [r["size"] for r in results if r]  # (chunks the plan copied ran no task)
         if not keep_output:
             self.s3.delete_object(Bucket=BUCKET, Key=output.split("/", 3)[3])
 

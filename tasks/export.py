@@ -1,10 +1,14 @@
 """The export job on the cluster: plan -> chord of chunks -> assemble.
 
-    cityscapes.export          read and validate the manifest, stage one input per chunk, and
-                               replace itself with the chord (the callback inherits the job id)
-    cityscapes.export_chunk    draw its images, stage its run of zip entries and their records
+    cityscapes.export          read and validate the manifest, stage one input per chunk (or,
+                               with a run cache, take the run the cache keeps for a chunk whose
+                               images are all unchanged: no task runs for it), and replace
+                               itself with the chord (the callback inherits the job id)
+    cityscapes.export_chunk    draw its images, keep its run of zip entries (in the run cache,
+                               else in staging) and stage their records
     cityscapes.export_assemble join the runs into the output zip (S3 multipart: UploadPartCopy
-                               of large runs), write the central directory, clean the staging
+                               of large runs, a kept run only while its ETag is the one seen),
+                               write the central directory, clean the staging
 
 Only keys, counts and warnings cross the broker.
 """
@@ -38,7 +42,7 @@ from worker.pipeline import (
     ImageJob,
     chunk_input,
     chunks_by_work,
-    copy_cached_chunk,
+    kept_chunk,
     read_chunk_input,
     stage_chunk,
 )
@@ -107,12 +111,12 @@ def export(self, **raw_spec):
 
 def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, index: int,
                  items: list, cache: RunCache | None) -> dict | None:
-    """What a chunk starts from: its run copied from the cache when all of its images are
+    """What a chunk starts from: its run as the cache keeps it, when all of its images are
     unchanged (its result then, for the assembly), else its input for a chunk task."""
     store = storage_for(staging)
     if cache is not None:
         keys = [job.cache_key(image, shapes) for image, shapes in items]
-        run = copy_cached_chunk(job, index == 0, items, keys, cache, _part_url(staging, index))
+        run = kept_chunk(job, index == 0, items, keys, cache)
         if run is not None:
             store.write(_records_url(staging, index),
                         json.dumps([r.to_json() for r in run.records]).encode())
@@ -128,7 +132,8 @@ def _chunk_result(index: int, images: int, run: ChunkRun) -> dict:
         warnings = warnings[:MAX_WARNINGS_PER_CHUNK] + [f"... and {extra} more in this chunk"]
     return {"chunk": index, "size": run.size, "images": images, "objects": run.objects,
             "images_drawn": images - run.images_cached, "images_cached": run.images_cached,
-            **run.counts(), "warnings": warnings}
+            "run": run.url, "fingerprint": run.fingerprint, **run.counts(),
+            "warnings": warnings}
 
 
 @app.task(name="cityscapes.export_chunk", bind=True, base=ChunkTask)
@@ -164,13 +169,13 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
         runs = in_threads(lambda c: store.read(_records_url(staging, c["chunk"])), chunks)
         for chunk, run in zip(chunks, runs):
             directory.add((EntryRecord(**r) for r in json.loads(run)), offset)
-            sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
+            sources.append((chunk["run"], chunk["size"], chunk["fingerprint"]))
             offset += chunk["size"]
         end = directory.end(offset)
         spool.write(end)
         spool.seek(0)
         store.upload(join_url(staging, "directory"), spool)
-        sources.append((join_url(staging, "directory"), directory.size + len(end)))
+        sources.append((join_url(staging, "directory"), directory.size + len(end), None))
     size = storage_for(output).compose(output, sources, b"", join_url(staging, "compose"))
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings,

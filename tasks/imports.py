@@ -41,6 +41,7 @@ from worker.cityscapes.reader import (
 from worker.jobs import ImportSpec, parse_import_spec
 from worker.pipeline import chunks_by_work
 from worker.storage import join_url, storage_for
+from worker.storage.base import Source
 from worker.storage.ranged import open_ranged
 
 log = logging.getLogger("cityscapes.import")
@@ -120,11 +121,12 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     head = document_head(spec.format, label_map, images, spec.task_labels())
     store.write(join_url(staging, "head.json"), head.encode())
     store.write(join_url(staging, "comma"), b",")
-    sources: list[tuple[str, int]] = [(join_url(staging, "head.json"), len(head.encode()))]
+    sources: list[Source] = [(join_url(staging, "head.json"), len(head.encode()), None)]
     for chunk in (c for c in chunks if c["size"]):
         if len(sources) > 1:
-            sources.append((join_url(staging, "comma"), 1))
-        sources.append((join_url(staging, "parts", f"{chunk['chunk']:05d}.shapes"), chunk["size"]))
+            sources.append((join_url(staging, "comma"), 1, None))
+        shapes = join_url(staging, "parts", f"{chunk['chunk']:05d}.shapes")
+        sources.append((shapes, chunk["size"], None))
     size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode(),
                                        join_url(staging, "compose"))
     store.delete_prefix(staging)

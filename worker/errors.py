@@ -66,6 +66,11 @@ class NoConsumer(CityscapesWorkerError):
     """No running worker consumes the queue a job would be sent to: it would wait unseen."""
 
 
+class SourceChanged(CityscapesWorkerError):
+    """An object the job had looked at changed or vanished before the job used it (a cached
+    run expired mid-job, say); retrying the step cannot help, running the job again can."""
+
+
 class PoisonChunk(CityscapesWorkerError):
     """A chunk whose worker died every time it ran it; running it again could only repeat that."""
 

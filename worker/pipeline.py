@@ -157,50 +157,50 @@ class ImageJob:
 
 @dataclass
 class ChunkRun:
-    """A chunk's run of zip entries, staged."""
+    """A chunk's run of zip entries, where it lies (in staging, or kept by the run cache, which
+    `fingerprint` then pins: the assembly copies it only while it is that object)."""
 
+    url: str
+    fingerprint: str | None
     size: int
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
     images_cached: int
-    copied: bool  # within the store, from the cache: no byte of it passed through the worker
+    drawn: bool  # encoded by this chunk (its bytes passed through the worker), not found kept
 
     def counts(self) -> dict[str, int]:
-        """What the job result adds up: bytes of runs copied within the store and bytes that
-        passed through workers (and of those, the photos')."""
+        """What the job result adds up: bytes of runs found kept (copied within the store into
+        the output) and bytes that passed through workers (and of those, the photos')."""
         photos = sum(r.compressed_size for r in self.records if "_leftImg8bit." in r.name)
-        moved = 0 if self.copied else self.size
-        return {"bytes_copied": self.size - moved, "bytes_moved": moved,
-                "photo_bytes_moved": 0 if self.copied else photos}
+        return {"bytes_copied": 0 if self.drawn else self.size,
+                "bytes_moved": self.size if self.drawn else 0,
+                "photo_bytes_moved": photos if self.drawn else 0}
 
 
-def copy_cached_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
-                      keys: list[str], cache: RunCache, staged: str) -> ChunkRun | None:
-    """The chunk's run copied to `staged` within the store from the cache, when the whole chunk
-    was encoded before (none of its bytes pass through here); else None. `keys`: its images'
-    cache keys."""
+def kept_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
+               keys: list[str], cache: RunCache) -> ChunkRun | None:
+    """The chunk's run as the cache keeps it, when the whole chunk was encoded before (none of
+    its bytes need pass through a worker); else None. `keys`: its images' cache keys."""
     indices = [shape.index for _, shapes in items for shape in shapes]
-    copied = cache.copy_run(chunk_key(job.recipe, first, keys), staged, indices)
-    if copied is None:
+    kept = cache.find_run(chunk_key(job.recipe, first, keys), indices)
+    if kept is None:
         return None
-    return ChunkRun(copied.size, copied.records, copied.objects, copied.warnings, len(items),
-                    copied=True)
+    return ChunkRun(kept.url, kept.fingerprint, kept.size, kept.records, kept.objects,
+                    kept.warnings, len(items), drawn=False)
 
 
 def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
                 cache: RunCache | None, staged: str) -> ChunkRun:
-    """Write a chunk's run of entries to `staged`: copied from the cache when it can be
-    (copy_cached_chunk), else its images encoded one by one (each from the cache where it can
-    be), and the run left in the cache for next time."""
-    store = storage_for(staged)
-    indices = [shape.index for _, shapes in items for shape in shapes]
+    """A chunk's run: the one the cache keeps when it can be (kept_chunk), else its images
+    encoded one by one (each from the cache where it can be) and the run kept in the cache for
+    next time, or, without a cache, written to `staged`."""
     keys: list[str | None] = [None] * len(items)
     if cache is not None:
         keys = [job.cache_key(image, shapes) for image, shapes in items]
-        copied = copy_cached_chunk(job, first, items, keys, cache, staged)
-        if copied is not None:
-            return copied
+        found = kept_chunk(job, first, items, keys, cache)
+        if found is not None:
+            return found
     runs = [encode_entries([job.label_color_part()])] if first else []
     objects, cached, warnings = 0, 0, []
     for (image, shapes), key in zip(items, keys):
@@ -210,10 +210,15 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
         cached += result.cached
         warnings.extend(result.warnings)
     blob, records = join_runs(runs)
-    if cache is None or not cache.put_run(chunk_key(job.recipe, first, keys), blob, records,
-                                          objects, warnings, indices, staged):
-        store.write(staged, blob)
-    return ChunkRun(len(blob), records, objects, warnings, cached, copied=False)
+    kept = None
+    if cache is not None:
+        indices = [shape.index for _, shapes in items for shape in shapes]
+        kept = cache.put_run(chunk_key(job.recipe, first, keys), blob, records, objects, warnings,
+                             indices)
+    if kept is None:
+        storage_for(staged).write(staged, blob)
+    url, fingerprint = (kept.url, kept.fingerprint) if kept else (staged, None)
+    return ChunkRun(url, fingerprint, len(blob), records, objects, warnings, cached, drawn=True)
 
 
 def chunks_by_work(work: list[int], budget: int, most: int) -> list[range]:

@@ -56,7 +56,11 @@ def chunk_key(recipe: bytes, first: bool, image_keys: list[str]) -> str:
 
 
 @dataclass(frozen=True)
-class CopiedRun:
+class KeptRun:
+    """A chunk's run as the cache keeps it: where, and what it holds."""
+
+    url: str
+    fingerprint: str
     size: int
     records: list[EntryRecord]
     objects: int
@@ -125,30 +129,31 @@ class RunCache:
         base = join_url(self.prefix, f"v{ENCODER_VERSION}", "runs", key[:2], key)
         return base + ".zip-run", base + ".json"
 
-    def copy_run(self, key: str, url: str, indices: list[int]) -> CopiedRun | None:
-        """Copy the chunk run `key` to `url` within the store, if it is there and unchanged
-        since it was described (S3: the copy is conditional on its ETag); else None."""
+    def find_run(self, key: str, indices: list[int]) -> KeptRun | None:
+        """The chunk run `key`, if it is kept and still the object it was described as (its
+        fingerprint: size and ETag on S3); else None. Whoever joins it into an output checks
+        the fingerprint again as it copies (Storage.compose)."""
         run_url, head_url = self._run_urls(key)
         try:
             head = json.loads(self.store.read(head_url))
             if head["version"] != ENCODER_VERSION or \
                     head["indices"] and head["indices"] != indices:
                 return None
-            found = CopiedRun(int(head["size"]), [EntryRecord(**r) for r in head["records"]],
-                              int(head["objects"]), list(head["warnings"]))
-            if not self.store.copy_if_unchanged(run_url, url, head["fingerprint"]):
+            if self.store.fingerprint(run_url) != head["fingerprint"]:
                 return None
+            return KeptRun(run_url, head["fingerprint"], int(head["size"]),
+                           [EntryRecord(**r) for r in head["records"]], int(head["objects"]),
+                           list(head["warnings"]))
         except StorageNotFound:
             return None
         except (CityscapesWorkerError, ValueError, KeyError, TypeError) as exc:
-            log.warning("cached run %s not used: %s", key, exc)
+            log.warning("kept run %s not used: %s", key, exc)
             return None
-        return found
 
     def put_run(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
-                warnings: list[str], indices: list[int], url: str) -> bool:
-        """Keep a chunk's run under `key` and copy it to `url` from there (its bytes leave this
-        process once); False if either failed (the caller then writes `url` itself)."""
+                warnings: list[str], indices: list[int]) -> KeptRun | None:
+        """Keep a chunk's run under `key` (the run first, then its description); where it
+        lies, or None if it could not be kept."""
         run_url, head_url = self._run_urls(key)
         try:
             self.store.write(run_url, blob)
@@ -159,10 +164,10 @@ class RunCache:
                 "warnings": warnings,
                 "indices": indices if _names_shapes(warnings, indices) else [],
             }).encode())
-            return self.store.copy_if_unchanged(run_url, url, fingerprint)
         except (CityscapesWorkerError, OSError) as exc:
             log.warning("run %s not kept in the cache: %s", key, exc)
-            return False
+            return None
+        return KeptRun(run_url, fingerprint, len(blob), records, objects, warnings)
 
     def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
             warnings: list[str], indices: list[int]) -> None:

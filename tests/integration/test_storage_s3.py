@@ -6,7 +6,7 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from worker.errors import ServerError, StorageNotFound
+from worker.errors import ServerError, SourceChanged, StorageNotFound
 from worker.storage import s3
 from worker.storage.s3 import MIN_PART, S3Storage
 
@@ -30,7 +30,7 @@ def test_compose_copies_large_sources_and_joins_small_ones(store, bucket):
     }
     for name, data in pieces.items():
         store.write(f"s3://{bucket}/compose/{name}", data)
-    sources = [(f"s3://{bucket}/compose/{n}", len(d)) for n, d in pieces.items()]
+    sources = [(f"s3://{bucket}/compose/{n}", len(d), None) for n, d in pieces.items()]
     size = store.compose(f"s3://{bucket}/compose/out", sources, b"tail")
     expected = b"".join(pieces.values()) + b"tail"
     assert size == len(expected)
@@ -47,34 +47,30 @@ def test_missing_objects_and_buckets_are_named(store, bucket):
         store.read("s3://no-such-bucket/x")
 
 
-def test_a_copy_is_made_only_of_an_object_unchanged_since_its_fingerprint(store, bucket):
-    source, copy = f"s3://{bucket}/runs/a", f"s3://{bucket}/staged/a"
-    store.write(source, b"first bytes")
-    seen = store.fingerprint(source)
-    assert store.copy_if_unchanged(source, copy, seen)
-    assert store.read(copy) == b"first bytes"
-    store.write(source, b"other bytes")  # same length, another ETag
-    store.write(copy, b"untouched")
-    assert not store.copy_if_unchanged(source, copy, seen)
-    assert store.read(copy) == b"untouched"
-    assert not store.copy_if_unchanged(f"s3://{bucket}/runs/gone", copy, seen)
-
-
-def test_a_conditional_copy_sends_the_etag_to_s3(store, bucket):
-    """Besides looking first, the copy itself is conditional (S3 refuses it with 412 when the
-    object was replaced in between; moto's server does not check)."""
-    store.write(f"s3://{bucket}/runs/b", b"bytes")
-    seen = store.fingerprint(f"s3://{bucket}/runs/b")
+def test_a_source_pinned_by_its_fingerprint_is_joined_only_while_unchanged(store, bucket):
+    """compose copies a source given with a fingerprint on condition of its ETag (S3 answers
+    412 when it changed; moto's server does not check, so the condition is looked at in the
+    calls) and reads it on the same condition when it is joined in passing."""
+    large, small = f"s3://{bucket}/runs/large", f"s3://{bucket}/runs/small"
+    store.write(large, os.urandom(MIN_PART + 10))
+    store.write(small, b"small")
+    pinned = [(large, MIN_PART + 10, store.fingerprint(large)),
+              (small, 5, store.fingerprint(small))]
     store.client = RecordingClient(store.client)
-    assert store.copy_if_unchanged(f"s3://{bucket}/runs/b", f"s3://{bucket}/staged/b", seen)
-    (copy,) = [kwargs for name, kwargs in store.client.calls if name == "copy_object"]
-    assert copy["CopySourceIfMatch"] == seen.partition(":")[2]
+    store.compose(f"s3://{bucket}/out", pinned, b"tail")
+    assert store.read(f"s3://{bucket}/out") == store.read(large) + b"small" + b"tail"
+    (copy,) = [kwargs for name, kwargs in store.client.calls if name == "upload_part_copy"]
+    assert copy["CopySourceIfMatch"] == pinned[0][2].partition(":")[2]
+    store.write(small, b"other")  # another ETag: S3 would refuse the read
+    with pytest.raises(SourceChanged, match="runs/small: changed since the job looked at it"):
+        store.compose(f"s3://{bucket}/out2", pinned, b"tail")
 
     def replaced_meanwhile(**kwargs):
-        raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "CopyObject")
+        raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "UploadPartCopy")
 
-    store.client.copy_object = replaced_meanwhile  # as S3 answers when the ETag changed
-    assert not store.copy_if_unchanged(f"s3://{bucket}/runs/b", f"s3://{bucket}/staged/c", seen)
+    store.client.upload_part_copy = replaced_meanwhile  # as S3 answers when the ETag changed
+    with pytest.raises(SourceChanged):
+        store.compose(f"s3://{bucket}/out3", pinned[:1], b"")
 
 
 class RecordingClient:
@@ -122,7 +118,7 @@ def put_sources(store, bucket, sizes: list[int]) -> tuple[list[tuple[str, int]],
     for n, size in enumerate(sizes):
         data = os.urandom(size)
         store.write(f"s3://{bucket}/compose/{n:02d}", data)
-        sources.append((f"s3://{bucket}/compose/{n:02d}", size))
+        sources.append((f"s3://{bucket}/compose/{n:02d}", size, None))
         joined.append(data)
     return sources, b"".join(joined)
 

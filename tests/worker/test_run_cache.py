@@ -170,24 +170,27 @@ def test_two_exports_sharing_a_cache_at_once_both_write_the_full_bytes(tmp_path,
     assert len(entries(cache)) == IMAGES
 
 
-def test_a_chunk_run_is_copied_only_while_unchanged(tmp_path):
-    """A chunk's run kept in a local cache is copied out with its records while it is the file
-    it was described as; once rewritten (another modification time) or gone, it is not."""
+def test_a_chunk_run_is_found_only_while_unchanged(tmp_path):
+    """A chunk's run kept in a local cache is found, with its records, while it is the file it
+    was described as; rewritten (another modification time) or gone, it is not; and an output
+    joined from it is refused once it changed."""
     from worker.cityscapes.archive import encode_entries
     from worker.cityscapes.export import ZipPart
+    from worker.errors import SourceChanged
+    from worker.storage import storage_for
 
     cache = run_cache.RunCache(str(tmp_path / "cache"))
     blob, records = encode_entries([ZipPart("a/b.txt", b"hello" * 50, compress=True)])
-    staged = str(tmp_path / "staged" / "0.zip-run")
-    assert cache.put_run("ab" * 20, blob, records, 3, ["w"], [0, 1], staged)
-    assert Path(staged).read_bytes() == blob
-    Path(staged).unlink()
-    copied = cache.copy_run("ab" * 20, staged, [0, 1])
-    assert (copied.size, copied.records, copied.objects, copied.warnings) == (len(blob), records, 3, ["w"])
-    assert Path(staged).read_bytes() == blob
-    assert cache.copy_run("cd" * 20, staged, [0, 1]) is None  # never kept
-    run_path = Path(cache._run_urls("ab" * 20)[0])
-    os.utime(run_path, ns=(1, 1))  # the same bytes, rewritten: not the file described
-    assert cache.copy_run("ab" * 20, staged, [0, 1]) is None
-    run_path.unlink()
-    assert cache.copy_run("ab" * 20, staged, [0, 1]) is None
+    kept = cache.put_run("ab" * 20, blob, records, 3, ["w"], [0, 1])
+    found = cache.find_run("ab" * 20, [0, 1])
+    assert found == kept and (found.size, found.records, found.objects) == (len(blob), records, 3)
+    assert Path(found.url).read_bytes() == blob
+    assert cache.find_run("cd" * 20, [0, 1]) is None  # never kept
+    out = str(tmp_path / "out.zip")
+    assert storage_for(out).compose(out, [(found.url, found.size, found.fingerprint)], b"") == len(blob)
+    os.utime(found.url, ns=(1, 1))  # the same bytes, rewritten: not the file described
+    assert cache.find_run("ab" * 20, [0, 1]) is None
+    with pytest.raises(SourceChanged):
+        storage_for(out).compose(out, [(found.url, found.size, found.fingerprint)], b"")
+    Path(found.url).unlink()
+    assert cache.find_run("ab" * 20, [0, 1]) is None

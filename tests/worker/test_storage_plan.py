@@ -12,7 +12,7 @@ def test_parts_cover_the_sources_in_order_each_within_the_part_sizes(sizes, larg
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(s3, "MIN_PART", 5)
         patch.setattr(s3, "MAX_PART", largest)
-        parts, rest = s3.plan_parts([(f"s{n}", size) for n, size in enumerate(sizes)])
+        parts, rest = s3.plan_parts([(f"s{n}", size, None) for n, size in enumerate(sizes)])
 
     assert all(5 <= part.size <= largest for part in parts)
     assert all(len(part.pieces) == 1 for part in parts if part.copy)

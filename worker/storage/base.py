@@ -11,6 +11,9 @@ def join_url(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+Source = tuple[str, int, str | None]  # url, size, fingerprint (see Storage.compose)
+
+
 class Storage(ABC):
     """Whole objects addressed by URL. Errors: worker.errors.StorageNotFound and
     StorageDenied for the input's fault (no retry), ServerError for the service's."""
@@ -33,12 +36,6 @@ class Storage(ABC):
     def write(self, url: str, data: bytes) -> None: ...
 
     @abstractmethod
-    def copy_if_unchanged(self, source: str, url: str, fingerprint: str) -> bool:
-        """Copy `source` to `url` within the store (on S3 its bytes never reach this process),
-        if `source` is still what `fingerprint` says; False, copying nothing, if it is gone or
-        has changed."""
-
-    @abstractmethod
     def download(self, url: str, path: Path) -> None: ...
 
     @abstractmethod
@@ -51,9 +48,10 @@ class Storage(ABC):
         there; returns how many objects."""
 
     @abstractmethod
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+    def compose(self, url: str, sources: list[Source], tail: bytes,
                 scratch: str | None = None) -> int:
-        """Write `url` as the concatenation of `sources` (url, size) followed by `tail`.
+        """Write `url` as the concatenation of `sources` (url, size, and the fingerprint the
+        source must still have, or None) followed by `tail`; SourceChanged if one has another.
 
         The object appears whole or not at all. Returns its size in bytes. A store that joins
         in steps keeps what it joined so far under `scratch` (a prefix the caller removes with

@@ -13,8 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO, Iterator
 
-from worker.errors import InputStreamError, OutputPathError, StorageDenied, StorageNotFound
-from worker.storage.base import Storage
+from worker.errors import (
+    InputStreamError,
+    OutputPathError,
+    SourceChanged,
+    StorageDenied,
+    StorageNotFound,
+)
+from worker.storage.base import Source, Storage
 
 SPOOL_CHUNK = 1 << 20
 DEFAULT_SPOOL_LIMIT = 2 << 30
@@ -209,16 +215,6 @@ class LocalStorage(Storage):
         with atomic_output(path) as out:
             out.write(data)
 
-    def copy_if_unchanged(self, source: str, url: str, fingerprint: str) -> bool:
-        try:
-            if self.fingerprint(source) != fingerprint:
-                return False
-            with open(local_path(source), "rb") as data:
-                self.upload(url, data)
-        except (StorageNotFound, FileNotFoundError):
-            return False
-        return True
-
     def upload(self, url: str, source: BinaryIO) -> None:
         path = local_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,11 +235,13 @@ class LocalStorage(Storage):
         shutil.rmtree(root, ignore_errors=True)
         return count
 
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+    def compose(self, url: str, sources: list[Source], tail: bytes,
                 scratch: str | None = None) -> int:
         path = local_path(url)
         with atomic_output(path) as out:
-            for source, _ in sources:
+            for source, _, fingerprint in sources:
+                if fingerprint is not None and self.fingerprint(source) != fingerprint:
+                    raise SourceChanged(f"{source}: changed since the job looked at it")
                 with local_path(source).open("rb") as part:
                     shutil.copyfileobj(part, out, 1 << 20)
             out.write(tail)

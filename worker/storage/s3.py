@@ -29,9 +29,10 @@ from worker.errors import (
     ServerError,
     StorageDenied,
     StorageLocationError,
+    SourceChanged,
     StorageNotFound,
 )
-from worker.storage.base import Storage, join_url
+from worker.storage.base import Source, Storage, join_url
 
 # S3's limits, module-level so that tests can lower them.
 MIN_PART = 5 * 1024 * 1024  # smallest part of a multipart upload (but the last)
@@ -51,11 +52,12 @@ def split_url(url: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Piece:
-    """A byte range of an object."""
+    """A byte range of an object (which must still have ETag `etag`, if one is given)."""
 
     url: str
     start: int
     length: int
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ class Part:
         return sum(p.length for p in self.pieces)
 
 
-def plan_parts(sources: list[tuple[str, int]]) -> tuple[list[Part], list[Piece]]:
-    """The parts that join `sources` (url, size), and what is left over for the last part.
+def plan_parts(sources: list[Source]) -> tuple[list[Part], list[Piece]]:
+    """The parts that join `sources` (url, size, fingerprint), and what is left over for the
+    last part.
 
     Every part is MIN_PART..MAX_PART: a source's bytes past MIN_PART are copied in ranges of at
     most MAX_PART; the bytes before them (the head that tops up a part begun by the sources
@@ -82,14 +85,15 @@ def plan_parts(sources: list[tuple[str, int]]) -> tuple[list[Part], list[Piece]]
 
     def take(url: str, start: int, length: int) -> None:
         nonlocal filled
-        buffer.append(Piece(url, start, length))
+        buffer.append(Piece(url, start, length, etag))
         filled += length
         if filled >= MIN_PART:
             parts.append(Part(buffer.copy()))
             buffer.clear()
             filled = 0
 
-    for url, size in sources:
+    for url, size, fingerprint in sources:
+        etag = fingerprint.partition(":")[2] if fingerprint else None
         position = 0
         if buffer:
             position = min(MIN_PART - filled, size)
@@ -97,7 +101,7 @@ def plan_parts(sources: list[tuple[str, int]]) -> tuple[list[Part], list[Piece]]
                 take(url, 0, position)
         while size - position >= MIN_PART:
             length = min(size - position, MAX_PART)
-            parts.append(Part([Piece(url, position, length)], copy=True))
+            parts.append(Part([Piece(url, position, length, etag)], copy=True))
             position += length
         if position < size:
             take(url, position, size - position)
@@ -141,6 +145,8 @@ class S3Storage(Storage):
             if code in _NOT_FOUND:
                 what = "bucket" if code == "NoSuchBucket" else "object"
                 raise StorageNotFound(f"{url}: no such {what}") from None
+            if code in ("PreconditionFailed", "412"):
+                raise SourceChanged(f"{url}: changed since the job looked at it") from None
             if code in _DENIED:
                 raise StorageDenied(f"{url}: access denied ({code})") from None
             raise ServerError(f"{url}: storage error {code or exc}") from None
@@ -184,28 +190,6 @@ class S3Storage(Storage):
         bucket, key = split_url(url)
         self._call(url, self.client.put_object, Bucket=bucket, Key=key, Body=data)
 
-    def copy_if_unchanged(self, source: str, url: str, fingerprint: str) -> bool:
-        size, _, etag = fingerprint.partition(":")
-        bucket, key = split_url(url)
-        from_bucket, from_key = split_url(source)
-        if int(size) > MAX_PART:
-            return False  # past CopyObject's limit; such runs are drawn again
-        try:
-            # Looked at first (moto's server ignores the condition below), and the copy made
-            # on condition of the same ETag, for a replacement in between.
-            if self.fingerprint(source) != fingerprint:
-                return False
-            self._call(url, self.client.copy_object, Bucket=bucket, Key=key,
-                       CopySource={"Bucket": from_bucket, "Key": from_key},
-                       CopySourceIfMatch=etag)
-        except StorageNotFound:
-            return False
-        except ServerError as exc:
-            if "PreconditionFailed" in str(exc) or "412" in str(exc):
-                return False
-            raise
-        return True
-
     def download(self, url: str, path: Path) -> None:
         bucket, key = split_url(url)
         self._call(url, self.client.download_file, Bucket=bucket, Key=key, Filename=str(path))
@@ -231,14 +215,14 @@ class S3Storage(Storage):
         self._abort_uploads(url.rstrip("/") + "/", exact=False)
         return count
 
-    def compose(self, url: str, sources: list[tuple[str, int]], tail: bytes,
+    def compose(self, url: str, sources: list[Source], tail: bytes,
                 scratch: str | None = None) -> int:
         """One multipart upload: large sources are copied inside S3 (UploadPartCopy, by byte
         ranges of at most MAX_PART); small ones are read and sent on, joined until a part
         reaches S3's 5 MiB minimum. Past MAX_PARTS parts, runs of those parts are first composed
         into intermediate objects under `scratch` (by default beside the output, under the
         staging prefix), which are then copied into the output and deleted, also on failure."""
-        total = sum(size for _, size in sources) + len(tail)
+        total = sum(size for _, size, _ in sources) + len(tail)
         if total > MAX_OBJECT:
             raise OutputTooLarge(f"{url}: {total} bytes, more than S3's largest object"
                                  f" ({MAX_OBJECT} bytes); split the job")
@@ -251,7 +235,7 @@ class S3Storage(Storage):
             scratch = f"s3://{bucket}/{get_settings().staging_prefix}compose/{key}"
         parts += [Part(rest)] if rest else []
         runs = [parts[n : n + limit] for n in range(0, len(parts), limit)]
-        intermediates = [(join_url(scratch, f"{n:05d}"), sum(p.size for p in run))
+        intermediates = [(join_url(scratch, f"{n:05d}"), sum(p.size for p in run), None)
                          for n, run in enumerate(runs)]
         parts, rest = plan_parts(intermediates)
         # With S3's limits this cannot happen below MAX_OBJECT: 5 TiB is at most 1,048,576
@@ -260,7 +244,7 @@ class S3Storage(Storage):
             raise OutputTooLarge(f"{url}: more parts than two levels of {limit}-part uploads"
                                  " can join; split the job")
         try:
-            for (intermediate, _), run in zip(intermediates, runs):
+            for (intermediate, _, _), run in zip(intermediates, runs):
                 self._upload(intermediate, run, [], b"")
             self._upload(url, parts, rest, tail)
         except BaseException:
@@ -285,7 +269,9 @@ class S3Storage(Storage):
             return {"PartNumber": number, "ETag": result["ETag"]}
 
         def read(pieces: list[Piece]) -> bytes:
-            return b"".join(self.read_range(p.url, p.start, p.length) for p in pieces)
+            return b"".join(self._get(p.url, Range=f"bytes={p.start}-{p.start + p.length - 1}",
+                                      **({"IfMatch": p.etag} if p.etag else {}))
+                            for p in pieces)
 
         reading = threading.BoundedSemaphore(PARTS_READ_AT_ONCE)
 
@@ -300,6 +286,7 @@ class S3Storage(Storage):
                 UploadId=upload_id, PartNumber=number,
                 CopySource={"Bucket": source_bucket, "Key": source_key},
                 CopySourceRange=f"bytes={piece.start}-{piece.start + piece.length - 1}",
+                **({"CopySourceIfMatch": piece.etag} if piece.etag else {}),
             )
             return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
 
