@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 from bench.bench_export import BIN, ROOT, SCENE, median_run, official_export, run_process
 from bench.refenv import DATUMARO, reference_python
 
-JAGGED = dict(width=2048, height=1024, segments=200)
+JAGGED = {"width": 2048, "height": 1024, "segments": 200}
 CONTENDERS = ("ours, `import --jobs 1` (polygons)", "ours, `import --jobs 1 --shapes mask`",
               "Datumaro `cityscapes` import + masks_to_polygons")
 
@@ -144,14 +145,18 @@ def main(argv: list[str] | None = None) -> int:
             }
         big = make_zip(args.images * 4, work)
         memory = run_process(ours(big, work / "out.json", "polygon"), log).rss_mb
+    load = os.getloadavg()[0]
+    shared = (f" The machine was shared (load average {load:.1f} on {os.cpu_count()} cores at the"
+              " end): wall times and, less so, CPU times are inflated." if load > 1.5 else "")
     lines = [
         "# Import benchmark", "",
-        f"{args.images} images of 2048x1024 a data set; medians of {args.repeat} whole processes,"
-        f" run in turn; `python -m bench.bench_import` ({time.perf_counter() - started:.0f} s).",
-        "- street: synthetic scenes exported by us without polygons.json (~65 shapes an image;"
-        " instanceIds traced);",
-        f"- jagged: {JAGGED['segments']} jagged polygons of 6 to 300 vertices an image"
-        " (`jagged_polygons_json`), PNGs drawn by the official scripts.",
+        (f"{args.images} images of 2048x1024 a data set; medians of {args.repeat} whole"
+         f" processes, run in turn; `python -m bench.bench_import`"
+         f" ({time.perf_counter() - started:.0f} s).{shared}"),
+        ("- street: synthetic scenes exported by us without polygons.json (~65 shapes an image;"
+         " instanceIds traced);"),
+        (f"- jagged: {JAGGED['segments']} jagged polygons of 6 to 300 vertices an image"
+         " (`jagged_polygons_json`), PNGs drawn by the official scripts."),
         "", "| data | contender | CPU s | wall s | peak RSS MB | CPU ms/image |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
