@@ -288,6 +288,20 @@ def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(mon
     assert len(regions) == 104 and sum(map(len, edges.values())) == 104 and len(masks) == 22
 
 
+def test_misses_are_traced_group_by_group_each_in_its_own_box():
+    # Wrongly drawn pixels (digits, their true values; '.' drawn right): lone pixels, an L whose
+    # box holds a lone pixel of another group, and one group of two values.
+    picture = "3...... ....... .4.5... .4..... .444... ....... .6677.."
+    ids = grid(picture)
+    wrong = ids != 0
+    fixes = trace._trace_misses(ids, wrong)
+    drawn = redraw(ids.shape, fixes, under=np.full(ids.shape, -1, np.int32))
+    assert np.array_equal(drawn, np.where(wrong, ids, -1))
+    assert sorted(r.value for r in fixes) == [3, 4, 5, 6, 7]
+    lone = {r.value: r.polygon.tolist() for r in fixes if r.value in (3, 5)}
+    assert lone == {3: [[0, 0]] * 3, 5: [[3, 2]] * 3}
+
+
 def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_image_order():
     ids = grid("1122 2222 3113")
     values, rows, cols, ends, firsts = trace.value_runs(ids)
