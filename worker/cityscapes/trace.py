@@ -377,7 +377,9 @@ def segments(
     boxes: dict[int, Box] | None = None,
     runs: Runs | None = None,
 ) -> list[Segment]:
-    """Every value but `skip` as one exact mask (COCO RLE); sparse values from their runs."""
+    """Every value but `skip` as one exact mask (COCO RLE): from the columns its box spans, or
+    for a value sparse even in those (far fewer pixels than the columns hold), from its runs
+    (sorting its pixels costs more than comparing columns of a value spread over them)."""
     out = []
     height, width = ids.shape
     boxes = value_boxes(ids, runs) if boxes is None else boxes
@@ -385,8 +387,9 @@ def segments(
     for value, (x0, _, x1, _) in boxes.items():
         if value in skip:
             continue
-        if value in sparse:
-            rle = {"size": [height, width], "counts": encode_counts(_column_runs(*sparse[value], height, width))}
+        rows, cols, ends = sparse.get(value, (None, None, None))
+        if cols is not None and height * (x1 - x0 + 1) > SPARSE_RATIO * int((ends - cols + 1).sum()):
+            rle = {"size": [height, width], "counts": encode_counts(_column_runs(rows, cols, ends, height, width))}
         else:
             rle = encode_mask(ids[:, x0 : x1 + 1] == value, x0, width)
         out.append(Segment(value, rle))
@@ -394,11 +397,19 @@ def segments(
 
 
 def _column_runs(rows: np.ndarray, cols: np.ndarray, ends: np.ndarray, height: int, width: int) -> list[int]:
-    """COCO's column-major run lengths (0s first) of the pixels of these row runs."""
+    """COCO's column-major run lengths (0s first) of the pixels of these row runs.
+
+    Runs in image order (as value_runs keeps them within a value) give pixels whose rows
+    ascend, so a stable sort by column alone (a radix sort, for columns below 2^16) orders them
+    column-major; any other order is sorted whole.
+    """
     lengths = ends - cols + 1
     owner = np.repeat(np.arange(len(rows)), lengths)
     x = cols[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    index = np.sort(x.astype(np.int64) * height + rows[owner])
+    by_column = np.argsort(x.astype(np.uint16) if width <= 1 << 16 else x, kind="stable")
+    index = x[by_column].astype(np.int64) * height + rows[owner][by_column]
+    if np.any(index[1:] <= index[:-1]):
+        index = np.sort(index)
     breaks = np.flatnonzero(np.diff(index) > 1) + 1
     starts = index[np.concatenate(([0], breaks))]
     stops = index[np.concatenate((breaks - 1, [len(index) - 1]))] + 1
