@@ -347,7 +347,8 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
     """Regions of the true values of the wrongly drawn pixels, largest enclosed area first.
 
     They are few and scattered over the whole image: each 8-connected group of them is found by
-    its outline and traced in its own box, a lone pixel (most groups) without tracing.
+    its outline and traced in its own box, a lone pixel (most groups) without tracing, a group
+    of several values (rare) value by value as trace_regions traces an image.
     """
     groups, hierarchy = cv2.findContours(
         wrong.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
@@ -365,8 +366,12 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
         _, labels = cv2.connectedComponents(wrong[box].view(np.uint8), connectivity=8)
         own = labels == labels[y - y0, x - x0]  # other groups may lie in the box too
         values = ids[box]
-        for value in np.unique(values[own]).tolist():
-            regions.extend(_outlines((own & (values == value)).view(np.uint8), value, (x0, y0)))
+        value = values[y - y0, x - x0]
+        if np.all(values[own] == value):
+            regions.extend(_outlines(own.view(np.uint8), int(value), (x0, y0)))
+        else:
+            misses = np.where(own, values.astype(np.int64), -1)
+            regions.extend(trace_regions(misses, skip=(-1,), offset=(x0, y0)))
     regions.sort(key=lambda r: -r.area)
     return regions
 
