@@ -159,8 +159,9 @@ def datumaro_cmd(python: Path, manifest: Path, out: Path) -> list[str]:
     return [str(python), str(ROOT / "bench" / "datumaro_export.py"), str(manifest), str(out)]
 
 
-def official_export(polygons_dir: str, out_dir: str) -> None:
-    """The official pipeline: each polygons.json -> labelIds, instanceIds, color, labelTrainIds."""
+def official_export(polygons_dir: str, out_dir: str, train_ids: bool = True) -> None:
+    """The official pipeline: each polygons.json -> labelIds, instanceIds, color (and
+    labelTrainIds)."""
     import numpy as np
     from cityscapesscripts.helpers.annotation import Annotation
     from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
@@ -175,7 +176,8 @@ def official_export(polygons_dir: str, out_dir: str) -> None:
         annotation = Annotation()
         annotation.fromJsonFile(str(path))
         createLabelImage(annotation, "ids").save(target / f"{stem}labelIds.png")
-        createLabelImage(annotation, "trainIds").save(target / f"{stem}labelTrainIds.png")
+        if train_ids:
+            createLabelImage(annotation, "trainIds").save(target / f"{stem}labelTrainIds.png")
         createLabelImage(annotation, "color").save(target / f"{stem}color.png")
         instances = np.asarray(createInstanceImage(annotation, "ids")).astype(np.uint16)
         Image.fromarray(instances).save(target / f"{stem}instanceIds.png")

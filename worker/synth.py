@@ -144,3 +144,47 @@ def make_photo(seed: int, width: int, height: int) -> np.ndarray:
         for k in range(3)
     ]
     return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+# Official spellings (cityscapesscripts' labels table) for polygons.json scenes: stuff, then
+# objects (mostly classes with instances, so that most polygons are a segment of their own).
+JAGGED_STUFF = ("road", "sidewalk", "building", "wall", "fence", "vegetation", "terrain", "sky")
+JAGGED_OBJECTS = ("car", "person", "rider", "bicycle", "motorcycle", "truck", "bus", "pole",
+                  "traffic sign", "traffic light", "cargroup", "persongroup")
+_JAGGED_WEIGHTS = np.array([8, 8, 2, 2, 1, 1, 1, 1, 1, 1, 0.5, 0.5]) / 27
+
+
+def _jagged_ring(rng, cx, cy, rx, ry, vertices) -> list[list[int]]:
+    """A ring of integer vertices around (cx, cy) whose radius wavers and jumps from vertex to
+    vertex, as hand-drawn outlines of cars, people and foliage do."""
+    angles = np.sort(rng.uniform(0, 2 * math.pi, vertices))
+    waves = 1 + 0.2 * np.sin(rng.integers(2, 7) * angles + rng.uniform(0, 2 * math.pi))
+    radii = waves * rng.uniform(0.75, 1.0, vertices)
+    xs = np.rint(cx + rx * radii * np.cos(angles)).astype(int)
+    ys = np.rint(cy + ry * radii * np.sin(angles)).astype(int)
+    return [[int(x), int(y)] for x, y in zip(xs, ys)]
+
+
+def jagged_polygons_json(seed: int, width: int = 2048, height: int = 1024,
+                         segments: int = 200) -> dict[str, Any]:
+    """A polygons.json document (the official format and label names) of a jagged street scene:
+    `segments` polygons of 6 to 300 vertices, large stuff first, then objects from a few pixels
+    to a sixth of the image across. For benchmarks and tests of the import on input that our
+    exporter did not draw (the official scripts draw it)."""
+    rng = np.random.default_rng(seed)
+    objects = []
+    stuff = len(JAGGED_STUFF) * 2
+    for k in range(segments):
+        if k < stuff:
+            label = JAGGED_STUFF[k % len(JAGGED_STUFF)]
+            radius = rng.uniform(0.15, 0.4) * height
+            vertices = int(rng.integers(150, 301))
+        else:
+            label = str(rng.choice(JAGGED_OBJECTS, p=_JAGGED_WEIGHTS))
+            radius = float(np.exp(rng.uniform(np.log(3), np.log(height / 6))))
+            vertices = int(np.clip(radius * rng.uniform(0.5, 2.0), 6, 300))
+        aspect = rng.uniform(0.4, 2.5)
+        cx, cy = rng.uniform(-0.05, 1.05) * width, rng.uniform(-0.05, 1.05) * height
+        ring = _jagged_ring(rng, cx, cy, radius * aspect**0.5, radius / aspect**0.5, vertices)
+        objects.append({"label": label, "polygon": ring})
+    return {"imgHeight": height, "imgWidth": width, "objects": objects}

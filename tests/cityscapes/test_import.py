@@ -15,7 +15,7 @@ from worker.cityscapes.reader import ArchiveError, scan_archive
 from worker.jobs import parse_export_spec, parse_import_spec
 from worker.local import run_export
 from worker.local_import import run_import
-from worker.synth import make_manifest
+from worker.synth import jagged_polygons_json, make_manifest
 
 
 def pixels(archive: zipfile.ZipFile, suffix: str) -> dict[str, np.ndarray]:
@@ -49,6 +49,42 @@ def test_round_trip_reproduces_every_pixel(source, shapes):
         assert before.keys() == after.keys() and len(before) == 4
         for name in before:
             assert np.array_equal(before[name], after[name]), (name, int((before[name] != after[name]).sum()))
+
+
+def png_file(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")  # as the official scripts save them
+    return out.getvalue()
+
+
+def test_jagged_scenes_drawn_by_the_official_scripts_come_back_pixel_for_pixel(tmp_path):
+    """The benchmark's jagged scenes (200 polygons of 6 to 300 vertices), drawn by
+    json2labelImg and json2instanceImg rather than by our exporter: imported as polygons and
+    exported again, instanceIds, labelIds and color are the official images'."""
+    from tests.official import official_images
+
+    official = {}
+    with zipfile.ZipFile(tmp_path / "official.zip", "w") as archive:
+        for seed in (0, 1):
+            stem = f"gtFine/train/aachen/aachen_{seed:06d}_000019_gtFine_"
+            official[stem] = official_images(json.dumps(jagged_polygons_json(seed)).encode())
+            official[stem]["instanceIds"] = official[stem]["instanceIds"].astype(np.uint16)
+            for kind in ("instanceIds", "labelIds", "color"):
+                archive.writestr(f"{stem}{kind}.png", png_file(official[stem][kind]))
+    result = run_import(parse_import_spec({"archive": str(tmp_path / "official.zip"),
+                                           "output": str(tmp_path / "m.json")}), jobs=1)
+    assert result["images"] == 2 and result["changed_pixels"] == 0 and result["warnings"] == []
+    assert result["shapes"] > 1000  # hundreds of components an image, and their fixes
+    again = export(tmp_path / "m.json", tmp_path / "again.zip", polygons_json=False)
+    for stem, images in official.items():
+        for kind, theirs in images.items():
+            if kind == "labelTrainIds":
+                continue
+            ours = np.asarray(Image.open(io.BytesIO(again.read(f"{stem}{kind}.png"))))
+            if kind == "color":  # theirs RGBA, opaque
+                assert (theirs[..., 3] == 255).all()
+                theirs, ours = theirs[..., :3], ours[..., :3]
+            assert np.array_equal(ours, theirs), (stem, kind, int((ours != theirs).sum()))
 
 
 def test_image_names_are_item_names(source):

@@ -261,8 +261,10 @@ def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
 
 def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(monkeypatch):
     # Twenty values of five lone pixels each, three at the corners of an L 1000 pixels wide:
-    # boxes of a million pixels, of which five are the value's. Cut apart by empty rows, then by empty
-    # columns, every pixel is traced alone; the masks come from the runs, not from the columns.
+    # boxes of a million pixels, of which five are the value's. Cut apart by empty rows, then by
+    # empty columns until no part is sparse, no crop traced is larger than SPARSE_AREA (the
+    # three pixels of a row in one 1x1001 box, the others alone); the masks come from the runs,
+    # not from the columns.
     ids = np.zeros((2048, 2048), np.uint16)
     for value in range(1, 21):
         k = 40 * value
@@ -281,13 +283,28 @@ def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(mon
     regions = trace_regions(ids)
     edges = trace_edge_polygons(ids)
     masks = segments(ids)
-    assert set(traced) == {(1, 1)} and len(traced) == 2 * 104 and encoded == []
+    assert max(h * w for h, w in traced) <= trace.SPARSE_AREA and (1, 1001) in traced
+    assert sum(h * w for h, w in traced) < 2 * 104 * 1001 and encoded == []
     assert len(regions) == 104 and sum(map(len, edges.values())) == 104 and len(masks) == 22
+
+
+def test_misses_are_traced_group_by_group_each_in_its_own_box():
+    # Wrongly drawn pixels (digits, their true values; '.' drawn right): lone pixels, an L whose
+    # box holds a lone pixel of another group, and one group of two values.
+    picture = "3...... ....... .4.5... .4..... .444... ....... .6677.."
+    ids = grid(picture)
+    wrong = ids != 0
+    fixes = trace._trace_misses(ids, wrong)
+    drawn = redraw(ids.shape, fixes, under=np.full(ids.shape, -1, np.int32))
+    assert np.array_equal(drawn, np.where(wrong, ids, -1))
+    assert sorted(r.value for r in fixes) == [3, 4, 5, 6, 7]
+    lone = {r.value: r.polygon.tolist() for r in fixes if r.value in (3, 5)}
+    assert lone == {3: [[0, 0]] * 3, 5: [[3, 2]] * 3}
 
 
 def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_image_order():
     ids = grid("1122 2222 3113")
-    values, rows, cols, ends, firsts = trace._runs(ids)
+    values, rows, cols, ends, firsts = trace.value_runs(ids)
     assert values.dtype == np.int64
     assert list(zip(values.tolist(), rows.tolist(), cols.tolist(), ends.tolist())) == [
         (1, 0, 0, 1), (1, 2, 1, 2), (2, 0, 2, 3), (2, 1, 0, 3), (3, 2, 0, 0), (3, 2, 3, 3)]

@@ -14,9 +14,16 @@ from worker.cityscapes.export import MAX_COORDINATE
 from worker.cityscapes.labels import BACKGROUND_NAMES, LabelMap, normalize_name
 from worker.cityscapes.manifest import ImageSpec
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
-from worker.cityscapes.trace import segments, trace_edge_polygons, trace_shapes, value_boxes
+from worker.cityscapes.trace import (
+    Box,
+    Runs,
+    segments,
+    trace_edge_polygons,
+    trace_shapes,
+    value_boxes,
+    value_runs,
+)
 from worker.errors import ClientError
-
 
 ANNOTATIONS_PER_IMAGE = 100_000  # COCO annotation ids: image id * this + k
 # Vertices read from one polygons.json (its size is bounded too: reader.MAX_POLYGONS_BYTES);
@@ -96,19 +103,19 @@ def import_item(
     warnings: list[str] = []
     if "polygons" in files and shapes == "polygon" and output_format == "manifest":
         return _from_polygons(item, files["polygons"], label_map)
-    ids, boxes = _known_values(item_pixels(item, files, label_map, warnings), item, label_map,
-                               warnings)
+    ids, boxes, runs = _known_values(item_pixels(item, files, label_map, warnings), item,
+                                     label_map, warnings)
     height, width = ids.shape
     image = image_record(item, width, height, next(iter(item.members.values())))
     if output_format == "coco":
-        return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes), warnings)
+        return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes, runs), warnings)
     out: list[dict[str, Any]] = []
     changed = 0
     if shapes == "mask":
-        for z, segment in enumerate(segments(ids, boxes=boxes)):
+        for z, segment in enumerate(segments(ids, boxes=boxes, runs=runs)):
             out.append(_shape(segment.value, label_map, z, {"type": "mask", "rle": segment.rle}))
     else:
-        regions, changed = trace_shapes(ids, boxes)
+        regions, changed = trace_shapes(ids, boxes, runs)
         for z, region in enumerate(regions):
             points = region.polygon.reshape(-1)
             out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
@@ -153,7 +160,11 @@ def item_pixels(
 
 
 def coco_annotations(
-    ids: np.ndarray, label_map: LabelMap, shapes: str, boxes: dict[int, tuple[int, int, int, int]]
+    ids: np.ndarray,
+    label_map: LabelMap,
+    shapes: str,
+    boxes: dict[int, Box],
+    runs: Runs | None = None,
 ) -> list[dict[str, Any]]:
     """One COCO annotation per instance (or crowd region): a polygon per component along its
     pixels' edges, holes joined in (exact as pycocotools draws them), or its exact RLE; crowd
@@ -161,9 +172,9 @@ def coco_annotations(
     counts = np.bincount(ids.ravel())
     crowd = {v for v in boxes if 0 < v < 1000 and label_map.by_id(v).has_instances}
     as_masks = {v: b for v, b in boxes.items() if v in crowd or shapes == "mask"}
-    masks = {s.value: s.rle for s in segments(ids, boxes=as_masks)} if as_masks else {}
+    masks = {s.value: s.rle for s in segments(ids, boxes=as_masks, runs=runs)} if as_masks else {}
     # All values in one call each: a call per value would walk the whole image per value.
-    polygons = trace_edge_polygons(ids, {v: b for v, b in boxes.items() if v not in masks})
+    polygons = trace_edge_polygons(ids, {v: b for v, b in boxes.items() if v not in masks}, runs)
     out = []
     for value, (x0, y0, x1, y1) in sorted(boxes.items()):
         if value == 0:
@@ -192,15 +203,17 @@ def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str,
 
 def _known_values(
     ids: np.ndarray, item: Item, label_map: LabelMap, warnings: list[str]
-) -> tuple[np.ndarray, dict[int, tuple[int, int, int, int]]]:
+) -> tuple[np.ndarray, dict[int, Box], Runs]:
     """Pixels whose class is not in the label map are reported and treated as background, all
     values at once through one lookup table (65,536 unknown values cost one pass, not 65,536).
-    Returns the ids and their value boxes (one pass over the pixels, shared with tracing)."""
-    boxes = value_boxes(ids)
+    Returns the ids, their value boxes and runs (one pass over the pixels, shared with
+    tracing)."""
+    runs = value_runs(ids)
+    boxes = value_boxes(ids, runs)
     known = {label.id for label in label_map.labels if label.id >= 0}
     unknown = [v for v in boxes if _class_id(v) not in known]
     if not unknown:
-        return ids, boxes
+        return ids, boxes, runs
     counts = np.bincount(ids.ravel(), minlength=max(boxes) + 1)
     table = np.arange(max(boxes) + 1, dtype=ids.dtype)
     table[unknown] = label_map.background.id
@@ -212,7 +225,8 @@ def _known_values(
         f"image {item.name!r}: {what} {listed}{more} not in the label map;"
         f" {int(counts[unknown].sum())} pixels read as background"
     )
-    return ids, value_boxes(ids)
+    runs = value_runs(ids)
+    return ids, value_boxes(ids, runs), runs
 
 
 def _class_id(value: int) -> int:
