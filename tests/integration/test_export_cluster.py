@@ -330,3 +330,26 @@ def test_unchanged_chunks_are_copied_inside_s3_and_a_changed_cached_run_is_never
     runs_bytes = again["bytes_copied"] + again["bytes_moved"]
     assert runs_bytes == first["bytes_moved"] and 0 < again["bytes_moved"] < runs_bytes / 2
     assert cluster.get(replaced) != bytes(body)  # drawn again, and the run put right
+
+
+def test_two_jobs_filling_one_cache_at_once_both_write_the_full_export(make_cluster):
+    """Two exports of one task submitted together, both filling the same empty cache (the same
+    keys written by both, runs kept twice), and a third after them that takes everything from it:
+    all three zips are the one a job without the cache writes."""
+    from worker import client
+
+    cluster = make_cluster(CITYSCAPES_CACHE_PREFIX="s3://{bucket}/cache/")
+    manifest = make_manifest(9, width=256, height=128, seed=12, objects=8, stuff_vertices=16)
+    spec = put_dataset(cluster, "task", manifest, photos=False)
+    jobs = [cluster.submit("cityscapes.export", {**spec, "output": cluster.url(f"{n}.zip")})
+            for n in ("a", "b")]
+    finals = [client.wait(job, timeout=120) for job in jobs]
+    assert [f["state"] for f in finals] == ["SUCCESS", "SUCCESS"], finals
+    plain = client.wait(cluster.submit("cityscapes.export", {
+        **spec, "output": cluster.url("plain.zip"), "cache": False}), timeout=120)
+    assert plain["state"] == "SUCCESS", plain
+    third = client.wait(cluster.submit("cityscapes.export", {
+        **spec, "output": cluster.url("c.zip")}), timeout=120)
+    assert (third["result"]["images_cached"], third["result"]["bytes_moved"]) == (9, 0)
+    expected = cluster.get("plain.zip")
+    assert [cluster.get(f"{n}.zip") for n in ("a", "b", "c")] == [expected] * 3
