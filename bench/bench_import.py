@@ -28,8 +28,8 @@ from bench.refenv import DATUMARO, reference_python
 def make_zip(images: int, workdir: Path) -> Path:
     from PIL import Image
 
-    from worker.jobs import parse_export_spec
     from worker.local import run_export
+    from worker.specs import parse_export_spec
     from worker.synth import make_manifest, make_photo
 
     manifest = make_manifest(images, **SCENE)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
-from tasks.jobs import (
+from tasks.lifecycle import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
@@ -31,9 +31,9 @@ from worker.celery import app
 from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
-from worker.jobs import parse_export_spec
 from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
 from worker.run_cache import RunCache
+from worker.specs import parse_export_spec
 from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.export")

@@ -14,7 +14,7 @@ import zipfile
 
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
-from tasks.jobs import (
+from tasks.lifecycle import (
     chunks_to_assemble,
     chunk_finished,
     chunk_may_run,
@@ -38,8 +38,8 @@ from worker.cityscapes.reader import (
     read_member,
     scan_archive,
 )
-from worker.jobs import ImportSpec, parse_import_spec
 from worker.pipeline import chunks_by_work
+from worker.specs import ImportSpec, parse_import_spec
 from worker.storage import join_url, storage_for
 from worker.storage.ranged import open_ranged
 

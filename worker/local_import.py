@@ -29,8 +29,8 @@ from worker.cityscapes.reader import (
     scan_archive,
 )
 from worker.errors import ClientError
-from worker.jobs import ImportSpec
 from worker.local_pool import ordered_map, pool_size
+from worker.specs import ImportSpec
 from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
 Progress = Callable[[int, int], None]

@@ -31,8 +31,8 @@ from worker.cityscapes.manifest import (
     shape_to_row,
 )
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
-from worker.jobs import ExportSpec, build_label_map
 from worker.run_cache import ENCODER_VERSION, RunCache, image_key
+from worker.specs import ExportSpec, build_label_map
 from worker.storage import join_url, storage_for
 
 

@@ -17,9 +17,9 @@ from tests.worker.test_hostile_inputs import GOOD_PNG, MEMBER, archive, check, c
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.manifest import read_manifest
 from worker.cityscapes.png import encode_png
-from worker.jobs import parse_export_spec, parse_import_spec
 from worker.local import run_export
 from worker.local_import import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 
 
 def raw_zip(*entries: dict) -> bytes:

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from worker import run_cache
-from worker.jobs import parse_export_spec
 from worker.local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest, make_photo
 
 ROOT = Path(__file__).parents[2]
