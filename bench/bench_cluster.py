@@ -66,7 +66,7 @@ OTHER_CPU = {"local": 0.0}  # CPU seconds other processes took during the in-pro
 # The in-process reference, in a fresh process (not forked from this one and its threads).
 LOCAL_RUNNER = """
 import json, sys, time
-from worker.local import run_export
+from worker.export_local import run_export
 from worker.specs import parse_export_spec
 spec = parse_export_spec(json.loads(sys.argv[1]))
 walls = []

@@ -28,7 +28,7 @@ from bench.refenv import DATUMARO, reference_python
 def make_zip(images: int, workdir: Path) -> Path:
     from PIL import Image
 
-    from worker.local import run_export
+    from worker.export_local import run_export
     from worker.specs import parse_export_spec
     from worker.synth import make_manifest, make_photo
 

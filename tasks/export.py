@@ -28,10 +28,11 @@ from tasks.lifecycle import (
 )
 from worker import progress
 from worker.celery import app
+from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
-from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
+from worker.export_steps import ImageJob, chunk_input, read_chunk_input
 from worker.run_cache import RunCache
 from worker.specs import parse_export_spec
 from worker.storage import join_url, storage_for

@@ -24,6 +24,7 @@ from tasks.lifecycle import (
 )
 from worker import progress
 from worker.celery import app
+from worker.chunks import chunks_by_work
 from worker.cityscapes.importer import (
     DOCUMENT_TAIL,
     document_head,
@@ -38,7 +39,6 @@ from worker.cityscapes.reader import (
     read_member,
     scan_archive,
 )
-from worker.pipeline import chunks_by_work
 from worker.specs import ImportSpec, parse_import_spec
 from worker.storage import join_url, storage_for
 from worker.storage.ranged import open_ranged

@@ -73,7 +73,7 @@ def _progress_bar(enabled: bool):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from worker.local import run_export
+    from worker.export_local import run_export
     from worker.specs import parse_export_spec
 
     spec = parse_export_spec(
@@ -97,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from worker.local_import import run_import
+    from worker.import_local import run_import
     from worker.specs import parse_import_spec
 
     spec = parse_import_spec({
@@ -224,7 +224,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     from worker.cityscapes.preview import preview_archive
-    from worker.local_import import open_archive
+    from worker.import_local import open_archive
     from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
     output = output_path(args.output, [local_path(args.zip)])

@@ -12,8 +12,8 @@ from PIL import Image
 
 from worker.cityscapes.png import encode_png
 from worker.cityscapes.reader import ArchiveError, scan_archive
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
 from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import make_manifest
 

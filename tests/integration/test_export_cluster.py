@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import BROKERS, node_name, wait_until
-from worker.local import run_export
+from worker.export_local import run_export
 from worker.specs import parse_export_spec
 from worker.synth import make_manifest, make_photo
 

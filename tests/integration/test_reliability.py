@@ -17,8 +17,8 @@ import redis
 from tests.integration.conftest import BROKERS, node_name, wait_until
 from tests.integration.test_export_cluster import local_copy, put_dataset
 from tests.integration.test_import_cluster import put_export
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
 from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import make_manifest
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from bench.refenv import TORCHVISION, reference_python
-from worker.local import run_export
+from worker.export_local import run_export
 from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
