@@ -21,12 +21,13 @@ from tasks.base import ChunkTask, JobTask
 from tasks.lifecycle import (
     chunks_to_assemble,
     chunk_finished,
+    chunk_input_url,
     chunk_may_run,
+    chunk_part_url,
     finish_job,
     replace_with_chunks,
-    staging_url,
+    start_job,
 )
-from worker import progress
 from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
@@ -42,15 +43,15 @@ MAX_WARNINGS_PER_CHUNK = 200
 
 
 def _input_url(staging: str, index: int) -> str:
-    return join_url(staging, "in", f"{index:05d}.json")
+    return chunk_input_url(staging, index)
 
 
 def _part_url(staging: str, index: int) -> str:
-    return join_url(staging, "parts", f"{index:05d}.zip-run")
+    return chunk_part_url(staging, index, "zip-run")
 
 
 def _records_url(staging: str, index: int) -> str:
-    return join_url(staging, "parts", f"{index:05d}.records.json")
+    return chunk_part_url(staging, index, "records.json")
 
 
 @app.task(name="cityscapes.export", bind=True, base=JobTask)
@@ -58,10 +59,7 @@ def export(self, **raw_spec):
     job_id = self.request.id
     spec = parse_export_spec(raw_spec)
     settings = get_settings()
-    progress.start(job_id, "export")
-    staging = staging_url(spec.output, job_id)
-    progress.describe(job_id, output=spec.output, staging=staging,
-                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
+    staging = start_job(job_id, "export", spec)
     staging_store = storage_for(staging)
     log.info("planning export of %s", spec.annotations, extra={"job_id": job_id})
     try:
