@@ -1,6 +1,6 @@
-"""The import in one process on local files (the CLI's `import`): a pool of forked processes
-(at most one per core and per item) decodes and traces the items; the parent streams the
-manifest out, so memory stays flat."""
+"""The import in one process on local files (the CLI's `import`): the steps of
+worker.import_steps, with a pool of forked processes (at most one per core and per item) running
+the per-item step; the parent streams the manifest out, so memory stays flat."""
 
 from __future__ import annotations
 
@@ -12,55 +12,42 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
-from worker.cityscapes.importer import (
-    DOCUMENT_TAIL,
-    ImportedImage,
-    document_head,
-    document_records,
-    import_item,
-    map_onto_task,
-)
-from worker.cityscapes.labels import LabelMap
-from worker.cityscapes.reader import (
-    Item,
-    archive_label_map,
-    open_zip,
-    read_member,
-    scan_archive,
-)
+from worker.cityscapes.importer import DOCUMENT_TAIL
+from worker.cityscapes.reader import Item, open_zip
 from worker.errors import ClientError
+from worker.import_steps import ImportTally, ItemJob, ItemRun
 from worker.local_pool import ordered_map, pool_size
 from worker.specs import ImportSpec
 from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
 Progress = Callable[[int, int], None]
 
-_state: tuple[str, LabelMap, str, str] | None = None
+_state: tuple[str, ItemJob] | None = None
 _archive: zipfile.ZipFile | None = None
 
 
-def _init(path: str, label_map: LabelMap, shapes: str, output_format: str) -> None:
+def _init(path: str, job: ItemJob) -> None:
     global _state, _archive
-    _state = (path, label_map, shapes, output_format)
+    _state = (path, job)
     _archive = None
 
 
-def _import_one(item: Item) -> ImportedImage:
+def _import_one(entry: tuple[int, Item]) -> ItemRun:
     global _archive
     assert _state is not None
-    path, label_map, shapes, output_format = _state
+    path, job = _state
     if _archive is None:  # one handle per process: a shared one would share its file offset
         _archive = zipfile.ZipFile(path)
-    files = {kind: read_member(_archive, member)
-             for kind, member in item.members.items()}
-    return import_item(item, files, label_map, shapes, output_format)
+    image_id, item = entry
+    return job.run(_archive, item, image_id)
 
 
 def _imports(
-    path: str, items: list[Item], settings: tuple, jobs: int | None, spool_dir: str
-) -> Iterator[ImportedImage]:
-    return ordered_map(_import_one, items, pool_size(jobs, len(items)), _init, (path, *settings),
-                       lambda item: f"image {item.name!r}", spool_dir)
+    path: str, job: ItemJob, items: list[Item], jobs: int | None, spool_dir: str
+) -> Iterator[ItemRun]:
+    """Each item imported, in order, with its image id (from 1); in pool processes when jobs > 1."""
+    return ordered_map(_import_one, list(enumerate(items, 1)), pool_size(jobs, len(items)), _init,
+                       (path, job), lambda entry: f"image {entry[1].name!r}", spool_dir)
 
 
 def open_archive(url: str, path: str | os.PathLike | None = None) -> zipfile.ZipFile:
@@ -84,42 +71,30 @@ def run_import(spec: ImportSpec, jobs: int | None = None, progress: Progress | N
 def _run_import(spec: ImportSpec, archive_path: Path, output: Path, workdir: str,
                 jobs: int | None, progress: Progress | None, started: float) -> dict:
     with open_archive(spec.archive, archive_path) as archive:
-        index = scan_archive(archive)
-        label_map = archive_label_map(archive, index.label_file)
-    warnings: list[str] = []
-    images: list[dict] = []
-    shapes_written = changed = 0
-    settings = (label_map, spec.shapes, spec.format)
-    task_labels = spec.task_labels()
+        job, items = ItemJob.plan(spec, archive)
+    tally = ImportTally()
     with (
         tempfile.TemporaryFile("w+", dir=workdir) as shapes_file,
         atomic_output(output, "w") as out,
-        closing(_imports(str(archive_path), index.items, settings, jobs, workdir)) as results,
+        closing(_imports(str(archive_path), job, items, jobs, workdir)) as runs,
     ):
-        first = True
-        for number, result in enumerate(results, 1):
-            if task_labels is not None:
-                result = map_onto_task(result, task_labels)
-            images.append({"id": number, **result.image})
-            for record in document_records(result, number, spec.format):
-                shapes_file.write(("" if first else ",") + record)
-                first = False
-                shapes_written += 1
-            warnings.extend(result.warnings)
-            changed += result.changed_pixels
+        for number, run in enumerate(runs, 1):
+            if run.records:
+                shapes_file.write(("," if tally.shapes else "") + ",".join(run.records))
+            tally.add(run)
             if progress:
-                progress(number, len(index.items))
-        out.write(document_head(spec.format, label_map, images, task_labels))
+                progress(number, len(items))
+        out.write(job.head(tally.images))
         shapes_file.seek(0)
         while chunk := shapes_file.read(1 << 20):
             out.write(chunk)
         out.write(DOCUMENT_TAIL)
     return {
         "output": spec.output,
-        "images": len(images),
-        "shapes": shapes_written,
-        "changed_pixels": changed,
+        "images": len(tally.images),
+        "shapes": tally.shapes,
+        "changed_pixels": tally.changed_pixels,
         "bytes": output.stat().st_size,
-        "warnings": warnings,
+        "warnings": tally.warnings,
         "seconds": round(time.perf_counter() - started, 3),
     }
