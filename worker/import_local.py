@@ -13,7 +13,10 @@ from contextlib import closing
 from pathlib import Path
 
 from worker.cityscapes.importer import DOCUMENT_TAIL
-from worker.cityscapes.reader import Item, open_zip
+from worker.cityscapes.reader import (
+    Item,
+    open_zip,
+)
 from worker.errors import ClientError
 from worker.import_steps import ImportTally, ItemJob, ItemRun
 from worker.local_pool import ordered_map, pool_size
