@@ -66,8 +66,8 @@ OTHER_CPU = {"local": 0.0}  # CPU seconds other processes took during the in-pro
 # The in-process reference, in a fresh process (not forked from this one and its threads).
 LOCAL_RUNNER = """
 import json, sys, time
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 spec = parse_export_spec(json.loads(sys.argv[1]))
 walls = []
 for _ in range(int(sys.argv[3])):
@@ -361,7 +361,7 @@ class Cluster:
     def run_job(self, annotations: str, output: str, keep_output: bool = False) -> JobRun:
         from celery.result import AsyncResult
 
-        from tasks.jobs import chunk_id
+        from tasks.lifecycle import chunk_id
         from worker import client
 
         start_event = self.events.count()

@@ -228,7 +228,7 @@ def step_process(manifest_path: str, repeat: int) -> None:
     from worker.cityscapes.archive import encode_entries
     from worker.cityscapes.export import ExportOptions, export_image
     from worker.cityscapes.manifest import read_manifest
-    from worker.jobs import build_label_map, parse_export_spec
+    from worker.specs import build_label_map, parse_export_spec
 
     spec = parse_export_spec(
         {"annotations": manifest_path, "output": "unused.zip", "train_ids": True}

@@ -38,8 +38,8 @@ CONTENDERS = ("ours, `import --jobs 1` (polygons)", "ours, `import --jobs 1 --sh
 def make_zip(images: int, workdir: Path) -> Path:
     from PIL import Image
 
-    from worker.jobs import parse_export_spec
-    from worker.local import run_export
+    from worker.export_local import run_export
+    from worker.specs import parse_export_spec
     from worker.synth import make_manifest, make_photo
 
     manifest = make_manifest(images, **SCENE)

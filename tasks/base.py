@@ -64,7 +64,7 @@ class JobTask(Task):
         log.error("task %s failed: %s", self.name, message, extra={"job_id": job_id})
         if progress.read(job_id).get("state") not in progress.TERMINAL:
             progress.fail(job_id, message)
-        from tasks.jobs import job_ended
+        from tasks.lifecycle import job_ended
 
         job_ended(job_id)
 
@@ -79,7 +79,7 @@ class ChunkTask(JobTask):
 
     def taken_over(self, args: tuple, how: str) -> None:
         """What this run staged is the other run's to keep, or nobody's once the job ended."""
-        from tasks.jobs import chunk_too_late
+        from tasks.lifecycle import chunk_too_late
 
         super().taken_over(args, how)
         job_id, _, staging = args

@@ -22,47 +22,36 @@ from pathlib import Path
 
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
-from tasks.jobs import (
+from tasks.lifecycle import (
     chunks_to_assemble,
     chunk_finished,
+    chunk_input_url,
     chunk_may_run,
+    chunk_part_url,
     finish_job,
     in_threads,
     replace_with_chunks,
-    staging_url,
+    start_job,
 )
-from worker import progress
 from worker.celery import app
+from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
-from worker.jobs import ExportSpec, parse_export_spec
-from worker.pipeline import (
+from worker.export_steps import (
     ChunkRun,
     ImageJob,
     chunk_input,
-    chunks_by_work,
     kept_chunk,
     read_chunk_input,
     stage_chunk,
 )
 from worker.run_cache import RunCache
+from worker.specs import ExportSpec, parse_export_spec
 from worker.storage import join_url, storage_for
 
 log = logging.getLogger("cityscapes.export")
 MAX_WARNINGS_PER_CHUNK = 200
-
-
-def _input_url(staging: str, index: int) -> str:
-    return join_url(staging, "in", f"{index:05d}.json")
-
-
-def _part_url(staging: str, index: int) -> str:
-    return join_url(staging, "parts", f"{index:05d}.zip-run")
-
-
-def _records_url(staging: str, index: int) -> str:
-    return join_url(staging, "parts", f"{index:05d}.records.json")
 
 
 def _copied_url(staging: str) -> str:
@@ -75,10 +64,7 @@ def export(self, **raw_spec):
     job_id = self.request.id
     spec = parse_export_spec(raw_spec)
     settings = get_settings()
-    progress.start(job_id, "export")
-    staging = staging_url(spec.output, job_id)
-    progress.describe(job_id, output=spec.output, staging=staging,
-                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
+    staging = start_job(job_id, "export", spec)
     staging_store = storage_for(staging)
     log.info("planning export of %s", spec.annotations, extra={"job_id": job_id})
     try:
@@ -118,10 +104,10 @@ def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, in
         keys = [job.cache_key(image, shapes) for image, shapes in items]
         run = kept_chunk(job, index == 0, items, keys, cache)
         if run is not None:
-            store.write(_records_url(staging, index),
+            store.write(chunk_part_url(staging, index, "records.json"),
                         json.dumps([r.to_json() for r in run.records]).encode())
             return _chunk_result(index, len(items), run)
-    store.write(_input_url(staging, index), chunk_input(spec, labels, items, index == 0))
+    store.write(chunk_input_url(staging, index), chunk_input(spec, labels, items, index == 0))
     return None
 
 
@@ -141,12 +127,12 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     if not chunk_may_run(self, job_id, index):
         return {"chunk": index, "cancelled": True}
     store = storage_for(staging)
-    spec, job, first, items = read_chunk_input(store.read(_input_url(staging, index)))
+    spec, job, first, items = read_chunk_input(store.read(chunk_input_url(staging, index)))
     prefix = get_settings().cache_prefix
     cache = RunCache(prefix) if prefix and spec.cache else None
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
-    run = stage_chunk(job, first, items, cache, _part_url(staging, index))
-    store.write(_records_url(staging, index), json.dumps([r.to_json() for r in run.records]).encode())
+    run = stage_chunk(job, first, items, cache, chunk_part_url(staging, index, "zip-run"))
+    store.write(chunk_part_url(staging, index, "records.json"), json.dumps([r.to_json() for r in run.records]).encode())
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
     return _chunk_result(index, len(items), run)
@@ -166,7 +152,7 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     with tempfile.TemporaryFile() as spool:
         directory = CentralDirectory(spool)
         sources, offset = [], 0
-        runs = in_threads(lambda c: store.read(_records_url(staging, c["chunk"])), chunks)
+        runs = in_threads(lambda c: store.read(chunk_part_url(staging, c["chunk"], "records.json")), chunks)
         for chunk, run in zip(chunks, runs):
             directory.add((EntryRecord(**r) for r in json.loads(run)), offset)
             sources.append((chunk["run"], chunk["size"], chunk["fingerprint"]))

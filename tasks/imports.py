@@ -1,4 +1,5 @@
-"""The import job on the cluster: plan -> chord of chunks -> assemble.
+"""The import job on the cluster: plan -> chord of chunks -> assemble, each step from
+worker.import_steps.
 
     cityscapes.import          read the zip's central directory (ranged reads), stage one input
                                per chunk of items, replace itself with the chord
@@ -14,32 +15,22 @@ import zipfile
 
 from config.settings import get_settings
 from tasks.base import ChunkTask, JobTask
-from tasks.jobs import (
-    chunks_to_assemble,
+from tasks.lifecycle import (
     chunk_finished,
+    chunk_input_url,
     chunk_may_run,
+    chunk_part_url,
+    chunks_to_assemble,
     finish_job,
     replace_with_chunks,
-    staging_url,
+    start_job,
 )
-from worker import progress
 from worker.celery import app
-from worker.cityscapes.importer import (
-    DOCUMENT_TAIL,
-    document_head,
-    document_records,
-    import_item,
-    map_onto_task,
-)
-from worker.cityscapes.reader import (
-    Item,
-    archive_label_map,
-    open_zip,
-    read_member,
-    scan_archive,
-)
-from worker.jobs import ImportSpec, parse_import_spec
-from worker.pipeline import chunks_by_work
+from worker.chunks import chunks_by_work
+from worker.cityscapes.importer import DOCUMENT_TAIL
+from worker.cityscapes.reader import open_zip
+from worker.import_steps import ImportTally, ItemJob, chunk_input, read_chunk_input
+from worker.specs import ImportSpec, parse_import_spec
 from worker.storage import join_url, storage_for
 from worker.storage.base import Source
 from worker.storage.ranged import open_ranged
@@ -51,28 +42,30 @@ def _open_archive(url: str) -> zipfile.ZipFile:
     return open_zip(open_ranged(storage_for(url), url), url)
 
 
+def _shapes_url(staging: str, number: int) -> str:
+    return chunk_part_url(staging, number, "shapes")
+
+
+def _images_url(staging: str, number: int) -> str:
+    return chunk_part_url(staging, number, "images.json")
+
+
 @app.task(name="cityscapes.import", bind=True, base=JobTask)
 def import_(self, **raw_spec):
     job_id = self.request.id
     spec = parse_import_spec(raw_spec)
-    progress.start(job_id, "import")
-    staging = staging_url(spec.output, job_id)
-    progress.describe(job_id, output=spec.output, staging=staging,
-                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
+    staging = start_job(job_id, "import", spec)
     store = storage_for(staging)
     settings = get_settings()
     with _open_archive(spec.archive) as archive:
-        index = scan_archive(archive)
-        archive_label_map(archive, index.label_file)  # a broken label file fails the job now
-        work = [sum(archive.getinfo(m).file_size for m in item.members.values()) for item in index.items]
+        job, items = ItemJob.plan(spec, archive)  # a broken label file fails the job now
+        work = [sum(archive.getinfo(m).file_size for m in item.members.values()) for item in items]
     chunks = chunks_by_work(work, settings.chunk_bytes, settings.chunk_size)
     for number, indices in enumerate(chunks):
-        items = [index.items[i] for i in indices]
-        rows = [[i + 1, item.name, item.subset, item.members] for i, item in zip(indices, items)]
-        document = {"spec": spec.model_dump(), "label_file": index.label_file, "items": rows}
-        store.write(join_url(staging, "in", f"{number:05d}.json"), json.dumps(document).encode())
-    callback = import_assemble.s(job_id, spec.output, staging, spec.model_dump(), index.label_file)
-    replace_with_chunks(self, import_chunk, len(chunks), len(index.items), callback, spec.output, staging)
+        numbered = [(i + 1, items[i]) for i in indices]
+        store.write(chunk_input_url(staging, number), chunk_input(spec, job.label_file, numbered))
+    callback = import_assemble.s(job_id, spec.output, staging, spec.model_dump(), job.label_file)
+    replace_with_chunks(self, import_chunk, len(chunks), len(items), callback, spec.output, staging)
 
 
 @app.task(name="cityscapes.import_chunk", bind=True, base=ChunkTask)
@@ -80,29 +73,22 @@ def import_chunk(self, job_id: str, number: int, staging: str) -> dict:
     if not chunk_may_run(self, job_id, number):
         return {"chunk": number, "cancelled": True}
     store = storage_for(staging)
-    document = json.loads(store.read(join_url(staging, "in", f"{number:05d}.json")))
-    spec = ImportSpec.model_validate(document["spec"])
-    images, shapes, warnings, changed = [], [], [], 0
+    spec, label_file, items = read_chunk_input(store.read(chunk_input_url(staging, number)))
+    tally, records = ImportTally(), []
     with _open_archive(spec.archive) as archive:
-        label_map = archive_label_map(archive, document["label_file"])
-        for image_id, name, subset, members in document["items"]:
-            item = Item(name, subset, members)
-            files = {kind: read_member(archive, member)
-                     for kind, member in members.items()}
-            result = import_item(item, files, label_map, spec.shapes, spec.format)
-            if spec.labels is not None:
-                result = map_onto_task(result, spec.task_labels())
-            images.append({"id": image_id, **result.image})
-            shapes.extend(document_records(result, image_id, spec.format))
-            warnings.extend(result.warnings)
-            changed += result.changed_pixels
-    part = ",".join(shapes).encode()
-    store.write(join_url(staging, "parts", f"{number:05d}.shapes"), part)
-    store.write(join_url(staging, "parts", f"{number:05d}.images.json"), json.dumps(images).encode())
-    if not chunk_finished(job_id, number, len(images), staging):
+        job = ItemJob.for_archive(spec, archive, label_file)
+        for image_id, item in items:
+            run = job.run(archive, item, image_id)
+            tally.add(run)
+            records.extend(run.records)
+    part = ",".join(records).encode()
+    store.write(_shapes_url(staging, number), part)
+    store.write(_images_url(staging, number), json.dumps(tally.images).encode())
+    if not chunk_finished(job_id, number, len(tally.images), staging):
         return {"chunk": number, "cancelled": True}
-    return {"chunk": number, "images": len(images), "shapes": len(shapes), "size": len(part),
-            "changed_pixels": changed, "warnings": warnings[:200]}
+    return {"chunk": number, "images": len(tally.images), "shapes": tally.shapes,
+            "size": len(part), "changed_pixels": tally.changed_pixels,
+            "warnings": tally.warnings[:200]}
 
 
 @app.task(name="cityscapes.import_assemble", bind=True, base=JobTask)
@@ -115,18 +101,17 @@ def import_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     store = storage_for(staging)
     images = []
     for chunk in chunks:
-        images.extend(json.loads(store.read(join_url(staging, "parts", f"{chunk['chunk']:05d}.images.json"))))
+        images.extend(json.loads(store.read(_images_url(staging, chunk["chunk"]))))
     with _open_archive(spec.archive) as archive:
-        label_map = archive_label_map(archive, label_file)
-    head = document_head(spec.format, label_map, images, spec.task_labels())
+        job = ItemJob.for_archive(spec, archive, label_file)
+    head = job.head(images)
     store.write(join_url(staging, "head.json"), head.encode())
     store.write(join_url(staging, "comma"), b",")
     sources: list[Source] = [(join_url(staging, "head.json"), len(head.encode()), None)]
     for chunk in (c for c in chunks if c["size"]):
         if len(sources) > 1:
             sources.append((join_url(staging, "comma"), 1, None))
-        shapes = join_url(staging, "parts", f"{chunk['chunk']:05d}.shapes")
-        sources.append((shapes, chunk["size"], None))
+        sources.append((_shapes_url(staging, chunk["chunk"]), chunk["size"], None))
     size = storage_for(output).compose(output, sources, DOCUMENT_TAIL.encode(),
                                        join_url(staging, "compose"))
     store.delete_prefix(staging)

@@ -13,7 +13,7 @@ from config.settings import get_settings
 from worker import leases, progress
 from worker.logs import use_json_logs
 
-app = Celery("cityscapes_worker", include=["tasks.jobs", "tasks.export", "tasks.imports"])
+app = Celery("cityscapes_worker", include=["tasks.lifecycle", "tasks.export", "tasks.imports"])
 app.conf.update(celery_config(get_settings()))
 log = logging.getLogger("cityscapes.worker")
 

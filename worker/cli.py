@@ -73,8 +73,8 @@ def _progress_bar(enabled: bool):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from worker.jobs import parse_export_spec
-    from worker.local import run_export
+    from worker.export_local import run_export
+    from worker.specs import parse_export_spec
 
     spec = parse_export_spec(
         {
@@ -97,8 +97,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from worker.jobs import parse_import_spec
-    from worker.local_import import run_import
+    from worker.import_local import run_import
+    from worker.specs import parse_import_spec
 
     spec = parse_import_spec({
         "archive": args.archive,
@@ -172,7 +172,7 @@ def _label_map(value: str):
     """source, cityscapes, or the entries of a label map file (read from a pipe too; bounded)."""
     if value in ("source", "cityscapes"):
         return value
-    from worker.jobs import load_label_map_file
+    from worker.specs import load_label_map_file
     from worker.storage.local import regular_input
 
     with tempfile.TemporaryDirectory(prefix="cityscapes-labels-") as workdir:
@@ -224,7 +224,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     from worker.cityscapes.preview import preview_archive
-    from worker.local_import import open_archive
+    from worker.import_local import open_archive
     from worker.storage.local import atomic_output, local_path, output_path, regular_input
 
     output = output_path(args.output, [local_path(args.zip)])

@@ -10,7 +10,7 @@ from config.settings import get_settings
 from worker import progress
 from worker.errors import NoConsumer
 from worker.logs import redact
-from worker.jobs import parse_export_spec, parse_import_spec
+from worker.specs import parse_export_spec, parse_import_spec
 
 
 def _app():
@@ -86,7 +86,7 @@ def status(job_id: str) -> dict[str, Any]:
 
 def cancel(job_id: str) -> dict[str, Any]:
     """Stop the job's remaining chunks and remove what it staged or half-uploaded."""
-    from tasks.jobs import revoke_job
+    from tasks.lifecycle import revoke_job
 
     state = progress.read(job_id)
     if state.get("state") in progress.TERMINAL:

@@ -16,8 +16,8 @@ from pycocotools import mask as coco_mask
 from tests.factories import shape
 from worker.cityscapes.adapters import detect_format, load_annotations
 from worker.errors import ClientError, ManifestError
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 
 W, H = 64, 40  # image 1: lindau/a.png
 W2, H2 = 32, 20  # image 2: b.png

@@ -12,9 +12,9 @@ from PIL import Image
 
 from worker.cityscapes.png import encode_png
 from worker.cityscapes.reader import ArchiveError, scan_archive
-from worker.jobs import parse_export_spec, parse_import_spec
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import jagged_polygons_json, make_manifest
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.official import official_images, reference_json
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 

@@ -12,8 +12,8 @@ from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.preview import GREY, OUTLINE, PANEL, preview_archive, render_overlay
 from worker.cityscapes.reader import ArchiveError
 from worker.errors import ClientError
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 OFFICIAL = LabelMap.cityscapes()

@@ -14,8 +14,8 @@ import pytest
 
 from tests.integration.conftest import ROOT
 from worker.errors import NoConsumer
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 
 SAMPLE = ROOT / "examples" / "sample" / "manifest.json"
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import BROKERS, node_name, wait_until
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest, make_photo
 
 
@@ -51,7 +51,7 @@ def local_copy(cluster, prefix, manifest, tmp_path):
 def chunk_states(job_id: str, chunks: int) -> dict[int, str]:
     from celery.result import AsyncResult
 
-    from tasks.jobs import chunk_id
+    from tasks.lifecycle import chunk_id
     from worker.celery import app
 
     return {n: AsyncResult(chunk_id(job_id, n), app=app).state for n in range(chunks)}
@@ -61,7 +61,7 @@ def chunk_nodes(job_id: str, chunks: int) -> dict[int, str]:
     """The worker (node name) each chunk of the job ran on."""
     from celery.result import AsyncResult
 
-    from tasks.jobs import chunk_id
+    from tasks.lifecycle import chunk_id
     from worker.celery import app
 
     return {n: node_name(AsyncResult(chunk_id(job_id, n), app=app)._get_task_meta()["worker"])

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from tests.integration.conftest import BROKERS
-from worker.jobs import parse_export_spec, parse_import_spec
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import make_manifest
 
 

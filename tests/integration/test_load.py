@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from tests.integration.test_export_cluster import put_dataset
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 SMALL_JOBS, THREADS, VARIANTS = 200, 4, 4

@@ -17,9 +17,9 @@ import redis
 from tests.integration.conftest import BROKERS, node_name, wait_until
 from tests.integration.test_export_cluster import local_copy, put_dataset
 from tests.integration.test_import_cluster import put_export
-from worker.jobs import parse_export_spec, parse_import_spec
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import make_manifest
 
 VISIBILITY, RESTORE, STUCK_AFTER = 12, 1, 25
@@ -196,7 +196,7 @@ def test_the_reaper_counts_silence_up_to_when_it_was_queued(make_cluster, monkey
     """A check that waited in the queue behind a backlog does not hold that wait against jobs
     planned after it was queued (their chunks are queued behind it)."""
     from config.settings import get_settings
-    from tasks.jobs import reap
+    from tasks.lifecycle import reap
     from worker import progress
 
     cluster = make_cluster(names=())  # its own databases: no reaper of a running worker
@@ -221,7 +221,7 @@ def test_the_reaper_counts_silence_up_to_when_it_was_queued(make_cluster, monkey
 def test_the_assembly_takes_each_chunk_once_and_refuses_a_missing_one(make_cluster):
     """A chunk whose result was stored twice (its worker died between storing and acknowledging)
     can make the chord call back early, with a duplicate in place of a chunk still running."""
-    from tasks.jobs import chunks_to_assemble
+    from tasks.lifecycle import chunks_to_assemble
     from worker import progress
     from worker.errors import IncompleteJob
 
@@ -246,7 +246,7 @@ def pool_children(pid: int) -> list[int]:
 def test_a_chunk_that_kills_its_worker_each_time_fails_the_job(make_cluster, tmp_path, broker):
     """A chunk that takes down the pool process running it (out of memory, say) comes back each
     time; after CITYSCAPES_MAX_DELIVERIES (3) the job fails instead of the cluster going on."""
-    from tasks.jobs import chunk_id
+    from tasks.lifecycle import chunk_id
     from worker import client
 
     # Room in the time limits: a pool process forked after a kill may take a few seconds before

@@ -11,8 +11,8 @@ import zipfile
 from bench.bench_inputs import write_inputs
 from tests.cityscapes.test_archive_external_readers import tool
 from tests.integration.test_export_cluster import assert_same_zip
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 
 IMAGES = 20_000
 

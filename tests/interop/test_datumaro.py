@@ -21,8 +21,8 @@ from PIL import Image
 
 from bench.refenv import DATUMARO, reference_python
 from worker.cityscapes.labels import LabelMap
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 HERE = Path(__file__).parent

@@ -15,9 +15,9 @@ from PIL import Image
 
 from bench.refenv import DATUMARO, reference_python
 from worker.cityscapes.labels import color_hex, parse_label_color_txt
-from worker.jobs import parse_export_spec, parse_import_spec
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 from worker.synth import make_manifest
 
 ROOT = Path(__file__).parents[2]

@@ -11,8 +11,8 @@ import numpy as np
 
 from tests.official import official_images, reference_json
 from worker.cityscapes.png import encode_png
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 

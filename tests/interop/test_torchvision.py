@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from bench.refenv import TORCHVISION, reference_python
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest
 
 BENCH = Path(__file__).parents[2] / "bench"

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from worker.pipeline import chunks_by_work
+from worker.chunks import chunks_by_work
 
 PHOTO, STREET, THUMB = 4000 * 3000, 2048 * 1024, 64 * 32
 BUDGET = 24 * STREET

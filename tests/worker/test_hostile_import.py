@@ -17,9 +17,9 @@ from tests.worker.test_hostile_inputs import GOOD_PNG, MEMBER, archive, check, c
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.manifest import read_manifest
 from worker.cityscapes.png import encode_png
-from worker.jobs import parse_export_spec, parse_import_spec
-from worker.local import run_export
-from worker.local_import import run_import
+from worker.export_local import run_export
+from worker.import_local import run_import
+from worker.specs import parse_export_spec, parse_import_spec
 
 
 def raw_zip(*entries: dict) -> bytes:
@@ -147,7 +147,7 @@ CASES = {
                         "member 'gtFine/lindau/_gtFine_instanceIds.png'"),
 }
 # Names the central directory cannot decode fail in zipfile.ZipFile() itself, inside
-# worker.local_import.open_archive (not this area's file): it catches BadZipFile only.
+# worker.import_local.open_archive (not this area's file): it catches BadZipFile only.
 OPEN_CASES = {
     "central name not UTF-8": (raw_zip({"name": NAME[:-5] + b"\xff.png", "data": GOOD_PNG, "flags": 0x800}),
                                2, "not UTF-8"),

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from worker import run_cache
-from worker.jobs import parse_export_spec
-from worker.local import run_export
+from worker.export_local import run_export
+from worker.specs import parse_export_spec
 from worker.synth import make_manifest, make_photo
 
 ROOT = Path(__file__).parents[2]
@@ -148,7 +148,7 @@ def test_an_entry_of_another_encoder_version_is_never_used(tmp_path, scene, monk
     assert run_cache.unpack(bytes(data)) is None
     # A new encoder version draws every image again, whatever the cache holds.
     monkeypatch.setattr(run_cache, "ENCODER_VERSION", run_cache.ENCODER_VERSION + 1)
-    monkeypatch.setattr("worker.pipeline.ENCODER_VERSION", run_cache.ENCODER_VERSION)
+    monkeypatch.setattr("worker.export_steps.ENCODER_VERSION", run_cache.ENCODER_VERSION)
     again, got = export(tmp_path, scene, "again", cache)
     assert again["images_drawn"] == IMAGES and got == expected
 

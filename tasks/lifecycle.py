@@ -17,6 +17,7 @@ from config.settings import get_settings
 from worker import progress
 from worker.celery import app
 from worker.errors import IncompleteJob, PoisonChunk
+from worker.specs import ExportSpec, ImportSpec
 from worker.storage import join_url, storage_for
 from worker.storage.s3 import split_url
 from worker.webhook import WebhookRefused, allowed_hosts, check_url, payload, post
@@ -48,8 +49,28 @@ def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int = 8) -> 
             yield pending.popleft().result()
 
 
+def start_job(job_id: str, kind: str, spec: ExportSpec | ImportSpec) -> str:
+    """The job's progress begun ("export" or "import") with what a cancel or a webhook needs to
+    know; returns where its chunks will stage."""
+    progress.start(job_id, kind)
+    staging = staging_url(spec.output, job_id)
+    progress.describe(job_id, output=spec.output, staging=staging,
+                      **({"notify_url": spec.notify_url} if spec.notify_url else {}))
+    return staging
+
+
 def chunk_id(job_id: str, index: int) -> str:
     return f"{job_id}-chunk-{index:05d}"
+
+
+def chunk_input_url(staging: str, index: int) -> str:
+    """What the plan staged for one chunk."""
+    return join_url(staging, "in", f"{index:05d}.json")
+
+
+def chunk_part_url(staging: str, index: int, suffix: str) -> str:
+    """What one chunk staged for the assembly (removed with "parts" by chunk_too_late)."""
+    return join_url(staging, "parts", f"{index:05d}.{suffix}")
 
 
 def replace_with_chunks(

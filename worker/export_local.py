@@ -16,14 +16,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import ArchiveWriter, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
 from worker.errors import ClientError
-from worker.jobs import ExportSpec
+from worker.export_steps import ImageJob, ImageRun
 from worker.local_pool import ordered_map, pool_size
-from worker.pipeline import ImageJob, ImageRun, chunks_by_work
 from worker.run_cache import RunCache
+from worker.specs import ExportSpec
 from worker.storage import join_url
 from worker.storage.local import local_path, output_path, regular_input, staged_output
 

@@ -32,8 +32,8 @@ from worker.cityscapes.manifest import (
     shape_to_row,
 )
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
-from worker.jobs import ExportSpec, build_label_map
 from worker.run_cache import ENCODER_VERSION, RunCache, chunk_key, image_key
+from worker.specs import ExportSpec, build_label_map
 from worker.storage import join_url, storage_for
 
 
@@ -219,21 +219,6 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
         storage_for(staged).write(staged, blob)
     url, fingerprint = (kept.url, kept.fingerprint) if kept else (staged, None)
     return ChunkRun(url, fingerprint, len(blob), records, objects, warnings, cached, drawn=True)
-
-
-def chunks_by_work(work: list[int], budget: int, most: int) -> list[range]:
-    """Consecutive items in chunks of about `budget` work (pixels, bytes) and at most `most`
-    items, so that a chunk's time and memory do not depend on its images' sizes: a chunk closes
-    once its work reaches the budget (an item over the budget makes a chunk of its own)."""
-    chunks, start, total = [], 0, 0
-    for index, amount in enumerate(work):
-        if index > start and (total + amount > budget or index - start == most):
-            chunks.append(range(start, index))
-            start, total = index, 0
-        total += amount
-    if start < len(work):
-        chunks.append(range(start, len(work)))
-    return chunks
 
 
 def chunk_input(
