@@ -132,7 +132,8 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     cache = RunCache(prefix) if prefix and spec.cache else None
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
     run = stage_chunk(job, first, items, cache, chunk_part_url(staging, index, "zip-run"))
-    store.write(chunk_part_url(staging, index, "records.json"), json.dumps([r.to_json() for r in run.records]).encode())
+    records = json.dumps([r.to_json() for r in run.records]).encode()
+    store.write(chunk_part_url(staging, index, "records.json"), records)
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
     return _chunk_result(index, len(items), run)
@@ -152,7 +153,8 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     with tempfile.TemporaryFile() as spool:
         directory = CentralDirectory(spool)
         sources, offset = [], 0
-        runs = in_threads(lambda c: store.read(chunk_part_url(staging, c["chunk"], "records.json")), chunks)
+        runs = in_threads(
+            lambda c: store.read(chunk_part_url(staging, c["chunk"], "records.json")), chunks)
         for chunk, run in zip(chunks, runs):
             directory.add((EntryRecord(**r) for r in json.loads(run)), offset)
             sources.append((chunk["run"], chunk["size"], chunk["fingerprint"]))
