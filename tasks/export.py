@@ -33,6 +33,7 @@ from tasks.lifecycle import (
     replace_with_chunks,
     start_job,
 )
+from worker import progress
 from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord

@@ -273,7 +273,7 @@ def test_a_reexport_through_the_cache_draws_only_the_edited_images_and_writes_th
         spec = {**put_dataset(cluster, name, scene, photos=False), "output": cluster.url(f"{name}.zip"),
                 **fields}
         final = client.wait(cluster.submit("cityscapes.export", spec), timeout=120)
-        assert final["state"] == "SUCCESS", final
+        assert final["state"] == "SUCCESS", str(final)
         return final["result"], cluster.get(f"{name}.zip")
 
     first, _ = run("first", manifest)
