@@ -19,10 +19,11 @@ from typing import BinaryIO
 from worker.cityscapes.archive import ArchiveWriter, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
+from worker.cityscapes.panoptic import RecordSpool
 from worker.errors import ClientError
 from worker.jobs import ExportSpec
 from worker.local_pool import ordered_map, pool_size
-from worker.pipeline import ImageJob, ImageRun, chunks_by_work
+from worker.pipeline import ImageJob, ImageRun, chunks_by_work, panoptic_run
 from worker.run_cache import RunCache
 from worker.storage import join_url
 from worker.storage.local import local_path, output_path, regular_input, staged_output
@@ -40,6 +41,7 @@ class SpooledRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    panoptic: dict | None
     cached: bool
 
 
@@ -65,7 +67,7 @@ def _run_one(item: tuple[int, ImageRecord]) -> ImageRun | SpooledRun:
     spool.write(run.blob)
     spool.flush()
     return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings,
-                      run.cached)
+                      run.panoptic, run.cached)
 
 
 def _exports(
@@ -117,6 +119,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)
         total, objects, cached = len(manifest.images), 0, 0
+        panoptic = RecordSpool(workdir)
         with staged_output(output) as staged, ArchiveWriter(staged) as archive:
             archive.add([job.label_color_part()])
             results = _exports(job, manifest.store, manifest.images, jobs, workdir, cache)
@@ -129,8 +132,14 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
                     objects += result.objects
                     cached += result.cached
                     warnings.extend(result.warnings)
+                    if result.panoptic is not None:
+                        panoptic.add(result.panoptic)
                     if progress:
                         progress(done, total)
+            if job.panoptic is not None:  # the subsets' JSONs, after every image
+                path = os.path.join(workdir, "panoptic.run")
+                size, entries = panoptic_run(job.panoptic.variants, panoptic.sorted_records(), path)
+                archive.add_spooled(path, 0, size, entries)
             archive.commit()
         size = output.stat().st_size
         manifest.store.close()

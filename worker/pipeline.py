@@ -7,10 +7,16 @@ photo when asked) -> assemble (the archive). Where the steps run is the caller's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries
+from worker.cityscapes.archive import (
+    LABEL_COLOR_FILE,
+    EntryRecord,
+    encode_entries,
+    write_stream_run,
+)
 from worker.cityscapes.export import (
     ExportOptions,
     ImageExport,
@@ -30,6 +36,13 @@ from worker.cityscapes.manifest import (
     shape_from_row,
     shape_to_row,
 )
+from worker.cityscapes.panoptic import (
+    PanopticScheme,
+    PanopticVariant,
+    check_png_paths,
+    panoptic_scheme,
+    subset_documents,
+)
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
 from worker.jobs import ExportSpec, build_label_map
 from worker.run_cache import ENCODER_VERSION, RunCache, image_key
@@ -44,6 +57,7 @@ class ImageRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    panoptic: dict | None = None  # the image's record for its subset's panoptic JSON
     cached: bool = False  # taken from the run cache, not drawn
 
 
@@ -65,6 +79,7 @@ class ImageJob:
                 polygons_json=spec.polygons_json,
                 train_ids=spec.train_ids,
                 layout=ZipLayout(spec.layout, spec.default_city),
+                panoptic=spec.panoptic,
             ),
             spec.images,
             spec.save_images,
@@ -91,12 +106,14 @@ class ImageJob:
                     f" {path}* in the {self.options.layout.name!r} layout; rename one"
                 )
             seen[path] = image.name
+        if self.panoptic is not None:
+            check_png_paths(images, self.panoptic)
 
     def job_warnings(self, spec: ExportSpec) -> list[str]:
         if spec.train_ids and not self.label_map.official:
             return [
                 "train ids were asked for, but the labels are not the Cityscapes table;"
-                " no labelTrainIds written"
+                " no labelTrainIds written" + (" (nor panoptic trainId)" if spec.panoptic else "")
             ]
         return []
 
@@ -122,8 +139,15 @@ class ImageJob:
         result = self.run(image, shapes)
         blob, records = encode_entries(result.parts)
         if cache is not None:
-            cache.put(key, blob, records, result.objects, result.warnings, indices)
-        return ImageRun(blob, records, result.objects, result.warnings)
+            cache.put(key, blob, records, result.objects, result.warnings, indices, result.panoptic)
+        return ImageRun(blob, records, result.objects, result.warnings, result.panoptic)
+
+    @cached_property
+    def panoptic(self) -> PanopticScheme | None:
+        """The panoptic categories, when the job writes them."""
+        if not self.options.panoptic:
+            return None
+        return panoptic_scheme(self.label_map, self.options.train_ids)
 
     @cached_property
     def recipe(self) -> bytes:
@@ -150,6 +174,16 @@ class ImageJob:
             return storage_for(url).read(url)
         except StorageNotFound as exc:
             raise ImageSourceError(f"image {image.name!r}: cannot be read ({exc})") from None
+
+
+def panoptic_run(variants: tuple[PanopticVariant, ...], records: Iterable[dict], path: str
+                 ) -> tuple[int, list[EntryRecord]]:
+    """The subsets' panoptic JSONs, from the images' records in subset order, as a run of zip
+    entries in the file at `path`, which goes after every image: (its size, its entries)."""
+    with open(path, "wb") as out:
+        documents = subset_documents(records, variants)
+        entries = write_stream_run(out, ((d.path, d.pieces()) for d in documents))
+        return out.tell(), entries
 
 
 def chunks_by_work(work: list[int], budget: int, most: int) -> list[range]:

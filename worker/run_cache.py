@@ -45,10 +45,12 @@ def image_key(recipe: bytes, image_row: list, shape_rows: list[list], photo: str
 
 
 def pack(blob: bytes, records: list[EntryRecord], objects: int, warnings: list[str],
-         indices: list[int]) -> bytes:
-    """An entry; `indices` are the shapes' places in their manifest, which only warnings name."""
+         indices: list[int], panoptic: dict | None = None) -> bytes:
+    """An entry; `indices` are the shapes' places in their manifest, which only warnings name;
+    `panoptic` the image's record for its subset's panoptic JSON, when it has one."""
     head = json.dumps({
         "records": [r.to_json() for r in records], "objects": objects, "warnings": warnings,
+        "panoptic": panoptic,
         "indices": indices if _names_shapes(warnings, indices) else [],
         "size": len(blob), "digest": hashlib.blake2b(blob, digest_size=20).hexdigest(),
     }).encode()
@@ -60,8 +62,10 @@ def _names_shapes(warnings: list[str], indices: list[int]) -> bool:
     return any(f", shape {i}" in warning for warning in warnings for i in set(indices))
 
 
-def unpack(data: bytes, indices: list[int] | None = None
-           ) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+CachedRun = tuple[bytes, list[EntryRecord], int, list[str], dict | None]
+
+
+def unpack(data: bytes, indices: list[int] | None = None) -> CachedRun | None:
     """An entry's run, or None if it is not a whole entry of this encoder version, or if its
     warnings name shapes by places in the manifest other than `indices` (when given)."""
     try:
@@ -76,7 +80,7 @@ def unpack(data: bytes, indices: list[int] | None = None
         if head["indices"] and indices is not None and head["indices"] != indices:
             return None
         records = [EntryRecord(**r) for r in head["records"]]
-        return blob, records, int(head["objects"]), list(head["warnings"])
+        return blob, records, int(head["objects"]), list(head["warnings"]), head.get("panoptic")
     except (struct.error, ValueError, KeyError, TypeError):
         return None
 
@@ -91,7 +95,7 @@ class RunCache:
     def url(self, key: str) -> str:
         return join_url(self.prefix, f"v{ENCODER_VERSION}", key[:2], key)
 
-    def get(self, key: str, indices: list[int]) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+    def get(self, key: str, indices: list[int]) -> CachedRun | None:
         """The entry's run; None if absent, damaged or unreadable (the image is drawn again)."""
         try:
             return unpack(self.store.read(self.url(key)), indices)
@@ -102,8 +106,8 @@ class RunCache:
             return None
 
     def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
-            warnings: list[str], indices: list[int]) -> None:
+            warnings: list[str], indices: list[int], panoptic: dict | None = None) -> None:
         try:
-            self.store.write(self.url(key), pack(blob, records, objects, warnings, indices))
+            self.store.write(self.url(key), pack(blob, records, objects, warnings, indices, panoptic))
         except (CityscapesWorkerError, OSError) as exc:
             log.warning("cache entry %s not written: %s", key, exc)
