@@ -30,9 +30,10 @@ from worker import progress
 from worker.celery import app
 from worker.cityscapes.archive import CentralDirectory, EntryRecord, encode_entries, join_runs
 from worker.cityscapes.adapters import load_annotations
+from worker.cityscapes.panoptic import PanopticVariant, merge_runs, sorted_lines
 from worker.errors import ClientError
 from worker.jobs import parse_export_spec
-from worker.pipeline import ImageJob, chunk_input, chunks_by_work, read_chunk_input
+from worker.pipeline import ImageJob, chunk_input, chunks_by_work, panoptic_run, read_chunk_input
 from worker.run_cache import RunCache
 from worker.storage import join_url, storage_for
 
@@ -50,6 +51,13 @@ def _part_url(staging: str, index: int) -> str:
 
 def _records_url(staging: str, index: int) -> str:
     return join_url(staging, "parts", f"{index:05d}.records.json")
+
+
+def _panoptic_url(staging: str, index: int | None = None) -> str:
+    """The job's panoptic categories (None), or a chunk's images' records, sorted."""
+    if index is None:
+        return join_url(staging, "panoptic.json")
+    return join_url(staging, "parts", f"{index:05d}.panoptic.jsonl")
 
 
 @app.task(name="cityscapes.export", bind=True, base=JobTask)
@@ -79,11 +87,14 @@ def export(self, **raw_spec):
                     _input_url(staging, index), chunk_input(spec, manifest.labels, items, index == 0)
                 )
             manifest.store.close()
+            if job.panoptic is not None:
+                variants = [v.to_json() for v in job.panoptic.variants]
+                staging_store.write(_panoptic_url(staging), json.dumps(variants).encode())
     except ClientError:
         staging_store.delete_prefix(staging)
         raise
     warnings = manifest.warnings + job.job_warnings(spec)
-    callback = export_assemble.s(job_id, spec.output, staging, warnings)
+    callback = export_assemble.s(job_id, spec.output, staging, warnings, spec.panoptic)
     replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output, staging)
 
 
@@ -96,10 +107,12 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     prefix = get_settings().cache_prefix
     cache = RunCache(prefix) if prefix and spec.cache else None
     runs = [encode_entries([job.label_color_part()])] if first else []
-    objects, cached, warnings = 0, 0, []
+    objects, cached, warnings, panoptic = 0, 0, [], []
     for image, shapes in items:
         result = job.encode(image, shapes, cache)
         runs.append((result.blob, result.records))
+        if result.panoptic is not None:
+            panoptic.append(result.panoptic)
         objects += result.objects
         cached += result.cached
         warnings.extend(result.warnings)
@@ -107,6 +120,8 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
     store.write(_part_url(staging, index), blob)
     store.write(_records_url(staging, index), json.dumps([r.to_json() for r in records]).encode())
+    if spec.panoptic:
+        store.write(_panoptic_url(staging, index), sorted_lines(panoptic))
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
     if len(warnings) > MAX_WARNINGS_PER_CHUNK:
@@ -118,7 +133,7 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
 
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
 def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str]) -> dict:
+                    warnings: list[str], panoptic: bool = False) -> dict:
     chunks = chunks_to_assemble(job_id, chunks, staging)
     if chunks is None:
         return {"cancelled": True}
@@ -133,6 +148,11 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
             directory.add((EntryRecord(**r) for r in run), offset)
             sources.append((_part_url(staging, chunk["chunk"]), chunk["size"]))
             offset += chunk["size"]
+        if panoptic:  # the subsets' JSONs, after every image
+            url, size, entries = _panoptic_source(staging, chunks)
+            directory.add(entries, offset)
+            sources.append((url, size))
+            offset += size
         end = directory.end(offset)
         spool.write(end)
         spool.seek(0)
@@ -142,3 +162,22 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     store.delete_prefix(staging)
     return finish_job(job_id, output, size, chunks, warnings,
                       ("objects", "images_drawn", "images_cached"))
+
+
+def _panoptic_source(staging: str, chunks: list[dict]) -> tuple[str, int, list[EntryRecord]]:
+    """The panoptic JSONs as a staged run: the chunks' sorted records merged from local copies
+    (memory holds a record per chunk), streamed into the entries. (url, size, entries)"""
+    store = storage_for(staging)
+    variants = tuple(PanopticVariant.from_json(v) for v in json.loads(
+        store.read(_panoptic_url(staging))))
+    with tempfile.TemporaryDirectory(prefix="cityscapes-panoptic-") as workdir:
+        runs = []
+        for chunk in chunks:
+            run = Path(workdir) / f"{chunk['chunk']:05d}.jsonl"
+            store.download(_panoptic_url(staging, chunk["chunk"]), run)
+            runs.append(str(run))
+        path = str(Path(workdir) / "panoptic.run")
+        size, entries = panoptic_run(variants, merge_runs(runs, workdir), path)
+        with open(path, "rb") as run:
+            store.upload(join_url(staging, "panoptic.zip-run"), run)
+    return join_url(staging, "panoptic.zip-run"), size, entries
