@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 import orjson
 
@@ -110,6 +111,16 @@ def segment_rgb(values: np.ndarray, scheme: PanopticScheme) -> np.ndarray:
     evaluated = np.isin(classes, list(scheme.classes))
     rgb = np.stack([values % 256, values // 256 % 256, values // 65536 % 256], axis=-1)
     return np.where(evaluated[:, None], rgb, 0).astype(np.uint8)
+
+
+def colored(index: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """colors[index], an (H, W, 3) image: for 8-bit indices by OpenCV's table lookup, per
+    channel (a quarter of the time numpy's indexing takes on a photo-sized image)."""
+    if index.dtype == np.uint8 and len(colors) <= 256:
+        table = np.zeros((1, 256, 3), np.uint8)
+        table[0, : len(colors)] = colors
+        return cv2.LUT(cv2.cvtColor(index, cv2.COLOR_GRAY2RGB), table)
+    return np.take(colors, index, axis=0)
 
 
 class SegmentExtents:
@@ -203,7 +214,7 @@ def image_panoptic(image: ImageRecord, rows: Callable[[int, int], np.ndarray], v
     the value of each index (`values`): made band by band, like the other PNGs."""
     colors = segment_rgb(values, scheme)
     png = encode_png_rows(image.width, image.height, np.uint8, 3,
-                          lambda y0, y1: colors[rows(y0, y1)])
+                          lambda y0, y1: colored(rows(y0, y1), colors))
     extents = measure(image.width, image.height, rows, len(values))
     return png, image_record(image, instance_ids_path, segments(extents.by_value(values), scheme))
 
