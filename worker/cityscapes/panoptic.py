@@ -257,7 +257,16 @@ def record_order(record: dict) -> tuple[str, str]:
 
 def sorted_lines(records: Iterable[dict]) -> bytes:
     """Records as JSON lines in the subsets' order: a sorted run for `merge_runs`."""
-    return b"".join(orjson.dumps(r) + b"\n" for r in sorted(records, key=record_order))
+    return _run_text([_line(r) for r in records])
+
+
+def _line(record: dict) -> tuple[tuple[str, str], bytes]:
+    return record_order(record), orjson.dumps(record) + b"\n"
+
+
+def _run_text(lines: list[tuple[tuple[str, str], bytes]]) -> bytes:
+    lines.sort(key=lambda line: line[0])
+    return b"".join(text for _, text in lines)
 
 
 def read_run(path: str) -> Iterator[dict]:
@@ -285,22 +294,22 @@ def merge_runs(paths: list[str], workdir: str) -> Iterator[dict]:
 
 class RecordSpool:
     """Records arriving in any order, kept as sorted runs in files of `workdir`: memory holds a
-    run's worth, however many images."""
+    run's worth (as JSON text, a few hundred bytes an image), however many images."""
 
     def __init__(self, workdir: str):
         self.workdir = workdir
         self.runs: list[str] = []
-        self.pending: list[dict] = []
+        self.pending: list[tuple[tuple[str, str], bytes]] = []
 
     def add(self, record: dict) -> None:
-        self.pending.append(record)
+        self.pending.append(_line(record))
         if len(self.pending) >= _RUN_RECORDS:
             self._spill()
 
     def _spill(self) -> None:
         path = os.path.join(self.workdir, f"records-{len(self.runs):06d}.jsonl")
         with open(path, "wb") as out:
-            out.write(sorted_lines(self.pending))
+            out.write(_run_text(self.pending))
         self.runs.append(path)
         self.pending = []
 
