@@ -42,17 +42,13 @@ def benchmark(images: int, repeat: int) -> str:
     manifest = make_manifest(images, **SCENE)
     path = write_json(tmp / "manifest.json", manifest)
     log = tmp / "stderr.log"
-    rows, sizes = [], {}
-    contenders = {
-        f"ours, --jobs {jobs}{' ' + ' '.join(flags) if flags else ''}":
-            (lambda jobs=jobs, flags=flags, name=f"{jobs}{''.join(flags)}":
-             export_cmd(path, tmp / f"{name}.zip", jobs, *flags))
-        for jobs in (1, 2) for flags in ((), ("--panoptic",), ("--panoptic", "--train-ids"))
-    }
-    for name, cmd in contenders.items():
-        run = median_run([run_process(cmd(), log) for _ in range(repeat)])
-        rows.append((name, run))
-        sizes[name] = Path(cmd()[cmd().index("--output") + 1]).stat().st_size
+    rows = []
+    for jobs in (1, 2):
+        for flags in ((), ("--panoptic",), ("--panoptic", "--train-ids")):
+            out = tmp / f"{jobs}{''.join(flags)}.zip"
+            cmd = export_cmd(path, out, jobs, *flags)
+            run = median_run([run_process(cmd, log) for _ in range(repeat)])
+            rows.append((" ".join([f"ours, --jobs {jobs}", *flags]), run, out.stat().st_size))
     # The official route: createPanopticImgs over the instanceIds of our plain export.
     gt = tmp / "gt"
     with zipfile.ZipFile(tmp / "1.zip") as archive:
@@ -63,14 +59,14 @@ def benchmark(images: int, repeat: int) -> str:
     official.mkdir()
     cmd = [sys.executable, "-c", OFFICIAL, str(gt / "gtFine"), str(official)]
     rows.append(("official createPanopticImgs on our instanceIds",
-                 median_run([run_process(cmd, log) for _ in range(repeat)])))
+                 median_run([run_process(cmd, log) for _ in range(repeat)]), None))
     lines = [
         "# export --panoptic: cost", "",
         f"Data: {describe(manifest)}; {repeat} runs each, medians.", "",
         "| run | CPU s | wall s | peak RSS MB | zip MB |", "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, run in rows:
-        size = f"{sizes[name] / 1e6:.1f}" if name in sizes else ""
+    for name, run, size in rows:
+        size = f"{size / 1e6:.1f}" if size else ""
         lines.append(f"| {name} | {run.cpu:.2f} | {run.wall:.2f} | {run.rss_mb:.0f} | {size} |")
     return "\n".join(lines) + "\n"
 

@@ -35,7 +35,7 @@ from worker.errors import ClientError
 TRAIN_ID_SUFFIX = "_trainId"
 # The official table's category column (its `supercategory`), by class id.
 _OFFICIAL_SUPERCATEGORIES = {
-    **dict.fromkeys(range(0, 7), "void"), **dict.fromkeys(range(7, 11), "flat"),
+    **dict.fromkeys(range(7), "void"), **dict.fromkeys(range(7, 11), "flat"),
     **dict.fromkeys(range(11, 17), "construction"), **dict.fromkeys(range(17, 21), "object"),
     21: "nature", 22: "nature", 23: "sky", 24: "human", 25: "human",
     **dict.fromkeys(range(26, 34), "vehicle"), -1: "vehicle",
@@ -135,7 +135,7 @@ class SegmentExtents:
         self.bottom = np.full(size, -1, np.int64)
 
     def add_rows(self, y0: int, rows: np.ndarray) -> None:
-        height, width = rows.shape
+        width = rows.shape[1]
         if not rows.size:
             return
         flat = rows.ravel()
@@ -285,8 +285,8 @@ def merge_runs(paths: list[str], workdir: str) -> Iterator[dict]:
             group = paths[start:start + _MERGE_FAN_IN]
             path = os.path.join(workdir, f"merge-{level}-{start}.jsonl")
             with open(path, "wb") as out:
-                for record in heapq.merge(*map(read_run, group), key=record_order):
-                    out.write(orjson.dumps(record) + b"\n")
+                merged_records = heapq.merge(*map(read_run, group), key=record_order)
+                out.writelines(orjson.dumps(record) + b"\n" for record in merged_records)
             merged.append(path)
         paths, level = merged, level + 1
     return heapq.merge(*map(read_run, paths), key=record_order)
