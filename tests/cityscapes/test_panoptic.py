@@ -244,3 +244,17 @@ def test_the_cli_option(tmp_path):
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert "gtFine/cityscapes_panoptic_train.json" in zipfile.ZipFile(out).namelist()
+
+
+def test_images_in_no_city_folder_are_listed_by_their_paths_too(tmp_path):
+    """The cvat layout puts an image named without a folder at gtFine/<subset>/: the official
+    glob (<subset>/*/) would miss it; we list it, in the order of the paths as they are."""
+    manifest = make_manifest(3, width=48, height=24, seed=5, objects=3, stuff_vertices=6)
+    for image, name in zip(manifest["images"], ("b/x.png", "b.png", "a.png")):
+        image["name"], image["subset"] = name, "train"
+    _, data = export_bytes(tmp_path, manifest, "flat", panoptic=True)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    listed = [i["id"] for i in json.loads(archive.read("gtFine/cityscapes_panoptic_train.json"))["images"]]
+    # gtFine/train/a_..., gtFine/train/b/x_..., gtFine/train/b_...: '/' sorts before '_'.
+    assert listed == ["a", "x", "b"]
+    assert "gtFine/cityscapes_panoptic_train/x_gtFine_panoptic.png" in archive.namelist()
