@@ -38,12 +38,14 @@ from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
+from worker.cityscapes.panoptic import PanopticVariant, merge_runs, sorted_lines
 from worker.errors import ClientError
 from worker.export_steps import (
     ChunkRun,
     ImageJob,
     chunk_input,
     kept_chunk,
+    panoptic_run,
     read_chunk_input,
     stage_chunk,
 )
@@ -58,6 +60,13 @@ MAX_WARNINGS_PER_CHUNK = 200
 def _copied_url(staging: str) -> str:
     """The results of the chunks the plan copied from the cache."""
     return join_url(staging, "copied.json")
+
+
+def _panoptic_url(staging: str, index: int | None = None) -> str:
+    """The job's panoptic categories (None), or a chunk's images' records, sorted."""
+    if index is None:
+        return join_url(staging, "panoptic.json")
+    return join_url(staging, "parts", f"{index:05d}.panoptic.jsonl")
 
 
 @app.task(name="cityscapes.export", bind=True, base=JobTask)
@@ -85,13 +94,17 @@ def export(self, **raw_spec):
                 lambda chunk: _stage_input(spec, job, manifest.labels, staging, *chunk, cache),
                 inputs) if result]
             manifest.store.close()
+            if job.panoptic is not None:
+                variants = [v.to_json() for v in job.panoptic.variants]
+                staging_store.write(_panoptic_url(staging), json.dumps(variants).encode())
     except ClientError:
         staging_store.delete_prefix(staging)
         raise
     if copied:  # the assembly reads these chunks' results, which no task of theirs returns
         staging_store.write(_copied_url(staging), json.dumps(copied).encode())
     warnings = manifest.warnings + job.job_warnings(spec)
-    callback = export_assemble.s(job_id, spec.output, staging, warnings, bool(copied))
+    callback = export_assemble.s(job_id, spec.output, staging, warnings, bool(copied),
+                                 spec.panoptic)
     replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output,
                         staging, copied)
 
@@ -105,11 +118,21 @@ def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, in
         keys = [job.cache_key(image, shapes) for image, shapes in items]
         run = kept_chunk(job, index == 0, items, keys, cache)
         if run is not None:
-            store.write(chunk_part_url(staging, index, "records.json"),
-                        json.dumps([r.to_json() for r in run.records]).encode())
+            _stage_records(spec, staging, index, run)
             return _chunk_result(index, len(items), run)
     store.write(chunk_input_url(staging, index), chunk_input(spec, labels, items, index == 0))
     return None
+
+
+def _stage_records(spec: ExportSpec, staging: str, index: int, run: ChunkRun) -> None:
+    """What the assembly reads of a chunk's run: its entries' records, and the panoptic
+    records of its images when the job asked for them. Both writes overwrite: a chunk delivered
+    twice leaves the same objects behind."""
+    store = storage_for(staging)
+    store.write(chunk_part_url(staging, index, "records.json"),
+                json.dumps([r.to_json() for r in run.records]).encode())
+    if spec.panoptic:
+        store.write(_panoptic_url(staging, index), sorted_lines(run.panoptic))
 
 
 def _chunk_result(index: int, images: int, run: ChunkRun) -> dict:
@@ -131,10 +154,8 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
     spec, job, first, items = read_chunk_input(store.read(chunk_input_url(staging, index)))
     prefix = get_settings().cache_prefix
     cache = RunCache(prefix) if prefix and spec.cache else None
-    # Both writes overwrite: a chunk delivered twice leaves the same objects behind.
     run = stage_chunk(job, first, items, cache, chunk_part_url(staging, index, "zip-run"))
-    records = json.dumps([r.to_json() for r in run.records]).encode()
-    store.write(chunk_part_url(staging, index, "records.json"), records)
+    _stage_records(spec, staging, index, run)
     if not chunk_finished(job_id, index, len(items), staging):
         return {"chunk": index, "cancelled": True}
     return _chunk_result(index, len(items), run)
@@ -142,7 +163,7 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
 
 @app.task(name="cityscapes.export_assemble", bind=True, base=JobTask)
 def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
-                    warnings: list[str], copied: bool = False) -> dict:
+                    warnings: list[str], copied: bool = False, panoptic: bool = False) -> dict:
     store = storage_for(staging)
     if copied and progress.check_in(job_id):
         chunks = chunks + json.loads(store.read(_copied_url(staging)))
@@ -160,6 +181,11 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
             directory.add((EntryRecord(**r) for r in json.loads(run)), offset)
             sources.append((chunk["run"], chunk["size"], chunk["fingerprint"]))
             offset += chunk["size"]
+        if panoptic:  # the subsets' JSONs, after every image
+            url, size, entries = _panoptic_source(staging, chunks)
+            directory.add(entries, offset)
+            sources.append((url, size, None))
+            offset += size
         end = directory.end(offset)
         spool.write(end)
         spool.seek(0)
@@ -170,3 +196,22 @@ def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging:
     return finish_job(job_id, output, size, chunks, warnings,
                       ("objects", "images_drawn", "images_cached", "bytes_copied", "bytes_moved",
                        "photo_bytes_moved"))
+
+
+def _panoptic_source(staging: str, chunks: list[dict]) -> tuple[str, int, list[EntryRecord]]:
+    """The panoptic JSONs as a staged run: the chunks' sorted records merged from local copies
+    (memory holds a record per chunk), streamed into the entries. (url, size, entries)"""
+    store = storage_for(staging)
+    variants = tuple(PanopticVariant.from_json(v) for v in json.loads(
+        store.read(_panoptic_url(staging))))
+    with tempfile.TemporaryDirectory(prefix="cityscapes-panoptic-") as workdir:
+        runs = []
+        for chunk in chunks:
+            run = Path(workdir) / f"{chunk['chunk']:05d}.jsonl"
+            store.download(_panoptic_url(staging, chunk["chunk"]), run)
+            runs.append(str(run))
+        path = str(Path(workdir) / "panoptic.run")
+        size, entries = panoptic_run(variants, merge_runs(runs, workdir), path)
+        with open(path, "rb") as run:
+            store.upload(join_url(staging, "panoptic.zip-run"), run)
+    return join_url(staging, "panoptic.zip-run"), size, entries

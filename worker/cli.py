@@ -17,6 +17,8 @@ from worker.errors import CityscapesWorkerError, LabelMapError
 
 ANNOTATION_FORMATS = ("auto", "manifest", "cvat", "coco")
 LABEL_MAP_LIMIT = 16 << 20  # bytes; 256 labels fit in a few KB
+PANOPTIC_HELP = ("also write the Cityscapes panoptic PNGs and JSON of each subset (with"
+                 " --train-ids, the trainId variant too)")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Faults of where the output goes rather than of our code: one line, exit 2.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
@@ -87,6 +89,7 @@ def _export(args: argparse.Namespace) -> int:
             "label_map": _label_map(args.label_map),
             "polygons_json": not args.no_polygons_json,
             "train_ids": args.train_ids,
+            "panoptic": args.panoptic,
             "layout": args.layout,
             "default_city": args.default_city,
             "coco_rle_instances": args.coco_rle_instances,
@@ -146,6 +149,7 @@ def _submit_export(args: argparse.Namespace) -> int:
         "save_images": args.save_images,
         "label_map": _label_map(args.label_map),
         "train_ids": args.train_ids,
+        "panoptic": args.panoptic,
         "layout": args.layout,
         "default_city": args.default_city,
         "coco_rle_instances": args.coco_rle_instances,
@@ -298,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (JSON list of {name, color} or label_color.txt)",
     )
     export.add_argument("--train-ids", action="store_true", help="also write labelTrainIds PNGs")
+    export.add_argument("--panoptic", action="store_true", help=PANOPTIC_HELP)
     export.add_argument("--no-polygons-json", action="store_true", help="skip polygons.json")
     export.add_argument("--cache", help="folder of images encoded by earlier exports: only images"
                         " whose inputs changed are drawn (made if missing)")
@@ -335,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--save-images", action="store_true")
     remote.add_argument("--label-map", default="source")
     remote.add_argument("--train-ids", action="store_true")
+    remote.add_argument("--panoptic", action="store_true", help=PANOPTIC_HELP)
     _add_layout_options(remote)
     remote.add_argument("--wait", action="store_true", help="follow progress until the job ends")
     _add_worker_check_option(remote)

@@ -20,8 +20,9 @@ from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import ArchiveWriter, EntryRecord
 from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
+from worker.cityscapes.panoptic import RecordSpool
 from worker.errors import ClientError
-from worker.export_steps import ImageJob, ImageRun
+from worker.export_steps import ImageJob, ImageRun, panoptic_run
 from worker.local_pool import ordered_map, pool_size
 from worker.run_cache import RunCache
 from worker.specs import ExportSpec
@@ -41,6 +42,7 @@ class SpooledRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    panoptic: dict | None
     cached: bool
 
 
@@ -66,7 +68,7 @@ def _run_one(item: tuple[int, ImageRecord]) -> ImageRun | SpooledRun:
     spool.write(run.blob)
     spool.flush()
     return SpooledRun(spool.name, offset, len(run.blob), run.records, run.objects, run.warnings,
-                      run.cached)
+                      run.panoptic, run.cached)
 
 
 def _exports(
@@ -118,6 +120,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)
         total, objects, cached = len(manifest.images), 0, 0
+        panoptic = RecordSpool(workdir)
         with staged_output(output) as staged, ArchiveWriter(staged) as archive:
             archive.add([job.label_color_part()])
             results = _exports(job, manifest.store, manifest.images, jobs, workdir, cache)
@@ -130,8 +133,14 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
                     objects += result.objects
                     cached += result.cached
                     warnings.extend(result.warnings)
+                    if result.panoptic is not None:
+                        panoptic.add(result.panoptic)
                     if progress:
                         progress(done, total)
+            if job.panoptic is not None:  # the subsets' JSONs, after every image
+                path = os.path.join(workdir, "panoptic.run")
+                size, entries = panoptic_run(job.panoptic.variants, panoptic.sorted_records(), path)
+                archive.add_spooled(path, 0, size, entries)
             archive.commit()
         size = output.stat().st_size
         manifest.store.close()

@@ -6,12 +6,19 @@ photo when asked) -> assemble (the archive). Where the steps run is the caller's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
 import orjson
 
-from worker.cityscapes.archive import LABEL_COLOR_FILE, EntryRecord, encode_entries, join_runs
+from worker.cityscapes.archive import (
+    LABEL_COLOR_FILE,
+    EntryRecord,
+    encode_entries,
+    join_runs,
+    write_stream_run,
+)
 from worker.cityscapes.export import (
     ExportOptions,
     ImageExport,
@@ -31,6 +38,13 @@ from worker.cityscapes.manifest import (
     shape_from_row,
     shape_to_row,
 )
+from worker.cityscapes.panoptic import (
+    PanopticScheme,
+    PanopticVariant,
+    check_png_paths,
+    panoptic_scheme,
+    subset_documents,
+)
 from worker.errors import ClientError, ImageSourceError, StorageNotFound
 from worker.run_cache import ENCODER_VERSION, RunCache, chunk_key, image_key
 from worker.specs import ExportSpec, build_label_map
@@ -45,6 +59,7 @@ class ImageRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    panoptic: dict | None = None  # the image's record for its subset's panoptic JSON
     cached: bool = False  # taken from the run cache, not drawn
 
 
@@ -66,6 +81,7 @@ class ImageJob:
                 polygons_json=spec.polygons_json,
                 train_ids=spec.train_ids,
                 layout=ZipLayout(spec.layout, spec.default_city),
+                panoptic=spec.panoptic,
             ),
             spec.images,
             spec.save_images,
@@ -92,12 +108,14 @@ class ImageJob:
                     f" {path}* in the {self.options.layout.name!r} layout; rename one"
                 )
             seen[path] = image.name
+        if self.panoptic is not None:
+            check_png_paths(images, self.panoptic)
 
     def job_warnings(self, spec: ExportSpec) -> list[str]:
         if spec.train_ids and not self.label_map.official:
             return [
                 "train ids were asked for, but the labels are not the Cityscapes table;"
-                " no labelTrainIds written"
+                " no labelTrainIds written" + (" (nor panoptic trainId)" if spec.panoptic else "")
             ]
         return []
 
@@ -125,8 +143,15 @@ class ImageJob:
         result = self.run(image, shapes)
         blob, records = encode_entries(result.parts)
         if cache is not None:
-            cache.put(key, blob, records, result.objects, result.warnings, indices)
-        return ImageRun(blob, records, result.objects, result.warnings)
+            cache.put(key, blob, records, result.objects, result.warnings, indices, result.panoptic)
+        return ImageRun(blob, records, result.objects, result.warnings, result.panoptic)
+
+    @cached_property
+    def panoptic(self) -> PanopticScheme | None:
+        """The panoptic categories, when the job writes them."""
+        if not self.options.panoptic:
+            return None
+        return panoptic_scheme(self.label_map, self.options.train_ids)
 
     @cached_property
     def recipe(self) -> bytes:
@@ -168,6 +193,7 @@ class ChunkRun:
     warnings: list[str]
     images_cached: int
     drawn: bool  # encoded by this chunk (its bytes passed through the worker), not found kept
+    panoptic: list[dict]  # its images' records for their subsets' panoptic JSONs, if asked for
 
     def counts(self) -> dict[str, int]:
         """What the job result adds up: bytes of runs found kept (copied within the store into
@@ -187,7 +213,7 @@ def kept_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[S
     if kept is None:
         return None
     return ChunkRun(kept.url, kept.fingerprint, kept.size, kept.records, kept.objects,
-                    kept.warnings, len(items), drawn=False)
+                    kept.warnings, len(items), drawn=False, panoptic=kept.panoptic)
 
 
 def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
@@ -202,10 +228,12 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
         if found is not None:
             return found
     runs = [encode_entries([job.label_color_part()])] if first else []
-    objects, cached, warnings = 0, 0, []
+    objects, cached, warnings, panoptic = 0, 0, [], []
     for (image, shapes), key in zip(items, keys):
         result = job.encode(image, shapes, cache, key)
         runs.append((result.blob, result.records))
+        if result.panoptic is not None:
+            panoptic.append(result.panoptic)
         objects += result.objects
         cached += result.cached
         warnings.extend(result.warnings)
@@ -214,11 +242,24 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
     if cache is not None:
         indices = [shape.index for _, shapes in items for shape in shapes]
         kept = cache.put_run(chunk_key(job.recipe, first, keys), blob, records, objects, warnings,
-                             indices)
+                             indices, panoptic)
     if kept is None:
         storage_for(staged).write(staged, blob)
     url, fingerprint = (kept.url, kept.fingerprint) if kept else (staged, None)
-    return ChunkRun(url, fingerprint, len(blob), records, objects, warnings, cached, drawn=True)
+    return ChunkRun(url, fingerprint, len(blob), records, objects, warnings, cached, drawn=True,
+                    panoptic=panoptic)
+
+
+def panoptic_run(variants: tuple[PanopticVariant, ...], records: Iterable[dict], path: str
+                 ) -> tuple[int, list[EntryRecord]]:
+    """The subsets' panoptic JSONs, from the images' records in subset order, as a run of zip
+    entries in the file at `path`, which goes after every image: (its size, its entries)."""
+    with open(path, "wb") as out:
+        documents = subset_documents(records, variants)
+        entries = write_stream_run(out, ((d.path, d.pieces()) for d in documents))
+        return out.tell(), entries
+
+
 
 
 def chunk_input(

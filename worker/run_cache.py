@@ -65,13 +65,16 @@ class KeptRun:
     records: list[EntryRecord]
     objects: int
     warnings: list[str]
+    panoptic: list[dict]  # its images' panoptic records, when the job asked for them
 
 
 def pack(blob: bytes, records: list[EntryRecord], objects: int, warnings: list[str],
-         indices: list[int]) -> bytes:
-    """An entry; `indices` are the shapes' places in their manifest, which only warnings name."""
+         indices: list[int], panoptic: dict | None = None) -> bytes:
+    """An entry; `indices` are the shapes' places in their manifest, which only warnings name;
+    `panoptic` the image's record for its subset's panoptic JSON, when it has one."""
     head = json.dumps({
         "records": [r.to_json() for r in records], "objects": objects, "warnings": warnings,
+        "panoptic": panoptic,
         "indices": indices if _names_shapes(warnings, indices) else [],
         "size": len(blob), "digest": xxhash.xxh3_128_hexdigest(blob),
     }).encode()
@@ -83,8 +86,10 @@ def _names_shapes(warnings: list[str], indices: list[int]) -> bool:
     return any(f", shape {i}" in warning for warning in warnings for i in set(indices))
 
 
-def unpack(data: bytes, indices: list[int] | None = None
-           ) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+CachedRun = tuple[bytes, list[EntryRecord], int, list[str], dict | None]
+
+
+def unpack(data: bytes, indices: list[int] | None = None) -> CachedRun | None:
     """An entry's run, or None if it is not a whole entry of this encoder version, or if its
     warnings name shapes by places in the manifest other than `indices` (when given)."""
     try:
@@ -98,7 +103,7 @@ def unpack(data: bytes, indices: list[int] | None = None
         if head["indices"] and indices is not None and head["indices"] != indices:
             return None
         records = [EntryRecord(**r) for r in head["records"]]
-        return blob, records, int(head["objects"]), list(head["warnings"])
+        return blob, records, int(head["objects"]), list(head["warnings"]), head.get("panoptic")
     except (struct.error, ValueError, KeyError, TypeError):
         return None
 
@@ -113,7 +118,7 @@ class RunCache:
     def url(self, key: str) -> str:
         return join_url(self.prefix, f"v{ENCODER_VERSION}", key[:2], key)
 
-    def get(self, key: str, indices: list[int]) -> tuple[bytes, list[EntryRecord], int, list[str]] | None:
+    def get(self, key: str, indices: list[int]) -> CachedRun | None:
         """The entry's run; None if absent, damaged or unreadable (the image is drawn again)."""
         try:
             return unpack(self.store.read(self.url(key)), indices)
@@ -143,7 +148,7 @@ class RunCache:
                 return None
             return KeptRun(run_url, head["fingerprint"], int(head["size"]),
                            [EntryRecord(**r) for r in head["records"]], int(head["objects"]),
-                           list(head["warnings"]))
+                           list(head["warnings"]), list(head["panoptic"]))
         except StorageNotFound:
             return None
         except (CityscapesWorkerError, ValueError, KeyError, TypeError) as exc:
@@ -151,7 +156,7 @@ class RunCache:
             return None
 
     def put_run(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
-                warnings: list[str], indices: list[int]) -> KeptRun | None:
+                warnings: list[str], indices: list[int], panoptic: list[dict]) -> KeptRun | None:
         """Keep a chunk's run under `key` (the run first, then its description); where it
         lies, or None if it could not be kept."""
         run_url, head_url = self._run_urls(key)
@@ -163,15 +168,16 @@ class RunCache:
                 "records": [r.to_json() for r in records], "objects": objects,
                 "warnings": warnings,
                 "indices": indices if _names_shapes(warnings, indices) else [],
+                "panoptic": panoptic,
             }).encode())
         except (CityscapesWorkerError, OSError) as exc:
             log.warning("run %s not kept in the cache: %s", key, exc)
             return None
-        return KeptRun(run_url, fingerprint, len(blob), records, objects, warnings)
+        return KeptRun(run_url, fingerprint, len(blob), records, objects, warnings, panoptic)
 
     def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
-            warnings: list[str], indices: list[int]) -> None:
+            warnings: list[str], indices: list[int], panoptic: dict | None = None) -> None:
         try:
-            self.store.write(self.url(key), pack(blob, records, objects, warnings, indices))
+            self.store.write(self.url(key), pack(blob, records, objects, warnings, indices, panoptic))
         except (CityscapesWorkerError, OSError) as exc:
             log.warning("cache entry %s not written: %s", key, exc)

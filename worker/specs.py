@@ -42,6 +42,8 @@ class ExportSpec(BaseModel):
     label_map: Literal["source", "cityscapes"] | list[LabelEntry] = "source"
     polygons_json: bool = True
     train_ids: bool = False
+    # Cityscapes panoptic PNGs and subset JSONs (worker.cityscapes.panoptic).
+    panoptic: bool = False
     # Zip layout (worker.cityscapes.export.ZipLayout): "cvat" puts photos under imgsFine/,
     # "cityscapes" at the root and every image in a city folder.
     layout: Literal["cvat", "cityscapes"] = "cvat"

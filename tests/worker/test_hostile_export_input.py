@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from tests.factories import image, manifest, shape
 from tests.worker.test_hostile_inputs import check, run_case
-from worker.cityscapes import adapters
 from worker.cityscapes.adapters import load_annotations
 from worker.errors import ClientError
 

@@ -58,15 +58,43 @@ def encode_entry(part: ZipPart, offset: int = 0) -> tuple[bytes, EntryRecord]:
         payload, method = data, zipfile.ZIP_STORED
     if len(payload) >= _ZIP64_LIMIT or len(data) >= _ZIP64_LIMIT:
         raise ValueError(f"{part.path}: entries of 4 GiB or more are not supported")
-    name = part.path.encode("utf-8")
+    record = EntryRecord(part.path, zlib.crc32(data), len(payload), len(data), method, offset)
+    return _local_header(record) + payload, record
+
+
+def _local_header(record: EntryRecord) -> bytes:
+    name = record.name.encode("utf-8")
     flags = 0 if name.isascii() else _UTF8_FLAG
-    crc = zlib.crc32(data)
-    header = struct.pack(
-        "<IHHHHHIIIHH", 0x04034B50, 20, flags, method, _DOS_TIME, _DOS_DATE,
-        crc, len(payload), len(data), len(name), 0,
-    )
-    record = EntryRecord(part.path, crc, len(payload), len(data), method, offset)
-    return header + name + payload, record
+    return struct.pack(
+        "<IHHHHHIIIHH", 0x04034B50, 20, flags, record.method, _DOS_TIME, _DOS_DATE,
+        record.crc, record.compressed_size, record.size, len(name), 0,
+    ) + name
+
+
+def write_entry_stream(out: BinaryIO, path: str, pieces: Iterable[bytes], offset: int = 0
+                       ) -> EntryRecord:
+    """A compressed entry whose data comes in pieces (a document too large to hold), written to
+    `out` (seekable) at `offset` in its run: the header is filled in once sizes and CRC are known."""
+    start = out.tell()
+    out.write(bytes(len(_local_header(EntryRecord(path, 0, 0, 0, 0, 0)))))
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15)
+    crc = size = compressed = 0
+    for piece in pieces:
+        crc, size = zlib.crc32(piece, crc), size + len(piece)
+        payload = packer.compress(piece)
+        out.write(payload)
+        compressed += len(payload)
+    payload = packer.flush()
+    out.write(payload)
+    compressed += len(payload)
+    if compressed >= _ZIP64_LIMIT or size >= _ZIP64_LIMIT:
+        raise ValueError(f"{path}: entries of 4 GiB or more are not supported")
+    record = EntryRecord(path, crc, compressed, size, zipfile.ZIP_DEFLATED, offset)
+    end = out.tell()
+    out.seek(start)
+    out.write(_local_header(record))
+    out.seek(end)
+    return record
 
 
 def encode_entries(parts: Iterable[ZipPart], offset: int = 0) -> tuple[bytes, list[EntryRecord]]:
@@ -78,6 +106,14 @@ def encode_entries(parts: Iterable[ZipPart], offset: int = 0) -> tuple[bytes, li
         records.append(record)
         offset += len(blob)
     return b"".join(blobs), records
+
+
+def write_stream_run(out: BinaryIO, documents: Iterable[tuple[str, Iterable[bytes]]]
+                     ) -> list[EntryRecord]:
+    """Streamed entries (path, pieces) one after another in `out`, as a run: offsets from where
+    `out` stood."""
+    start = out.tell()
+    return [write_entry_stream(out, path, pieces, out.tell() - start) for path, pieces in documents]
 
 
 class CentralDirectory:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from worker.cityscapes.labels import IGNORE_TRAIN_ID, Label, LabelMap
 from worker.cityscapes.manifest import ImageRecord, Shape
+from worker.cityscapes.panoptic import image_panoptic, panoptic_scheme, png_path
 from worker.cityscapes.png import encode_png_rows
 from worker.cityscapes.rle import decode_mask_box
 from worker.errors import ShapeError
@@ -75,6 +76,7 @@ class ExportOptions:
     polygons_json: bool = True
     train_ids: bool = False
     layout: ZipLayout = ZipLayout()
+    panoptic: bool = False  # the panoptic PNG (worker.cityscapes.panoptic) and its record
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class ImageExport:
     parts: list[ZipPart]
     objects: int
     warnings: list[str] = field(default_factory=list)
+    panoptic: dict | None = None  # the image's entry in its subset's panoptic JSON
 
 
 def gt_path(image: ImageRecord, kind: str, layout: ZipLayout = ZipLayout()) -> str:
@@ -197,7 +200,13 @@ def export_image(
     ]
     if options.polygons_json:
         parts.append(ZipPart(prefix + "polygons.json", document, compress=True))
-    return ImageExport(parts, len(drawables), warnings)
+    record = None
+    if options.panoptic:
+        scheme = panoptic_scheme(label_map, options.train_ids)
+        png, record = image_panoptic(image, rows, instance_lut[: len(drawables) + 1], scheme,
+                                     prefix + "instanceIds.png")
+        parts.extend(ZipPart(png_path(image, variant), png) for variant in scheme.variants)
+    return ImageExport(parts, len(drawables), warnings, record)
 
 
 _WHOLE_CANVAS = 1 << 16  # pixels
