@@ -37,3 +37,22 @@ def test_cluster_panoptic_export_equals_the_in_process_export(cluster, tmp_path)
     assert len(listed) == sum(i["subset"] == "train" for i in manifest["images"])
     assert_same_zip(cluster_zip, local.read_bytes())
     assert cluster.staged(job_id) == []
+
+
+def test_a_panoptic_reexport_through_the_cache_writes_the_same_zip(make_cluster):
+    """With a run cache, a second export of the same task runs no chunk (the plan takes every
+    chunk's kept run, and stages its images' segment records from it): the subsets' JSONs, and
+    the whole zip, are the first export's."""
+    from worker import client
+
+    cluster = make_cluster(CITYSCAPES_CACHE_PREFIX="s3://{bucket}/cache/")
+    manifest = panoptic_manifest()
+    spec = {**put_dataset(cluster, "pan", manifest, photos=False), "panoptic": True}
+    results = []
+    for name in ("first", "again"):
+        final = client.wait(cluster.submit("cityscapes.export", {
+            **spec, "output": cluster.url(f"pan/{name}.zip")}), timeout=120)
+        assert final["state"] == "SUCCESS", str(final)
+        results.append(final["result"])
+    assert results[1]["images_drawn"] == 0 and results[1]["bytes_moved"] == 0
+    assert cluster.get("pan/again.zip") == cluster.get("pan/first.zip")

@@ -181,9 +181,10 @@ def test_a_chunk_run_is_found_only_while_unchanged(tmp_path):
 
     cache = run_cache.RunCache(str(tmp_path / "cache"))
     blob, records = encode_entries([ZipPart("a/b.txt", b"hello" * 50, compress=True)])
-    kept = cache.put_run("ab" * 20, blob, records, 3, ["w"], [0, 1])
+    kept = cache.put_run("ab" * 20, blob, records, 3, ["w"], [0, 1], [{"image_id": "x"}])
     found = cache.find_run("ab" * 20, [0, 1])
     assert found == kept and (found.size, found.records, found.objects) == (len(blob), records, 3)
+    assert found.panoptic == [{"image_id": "x"}]
     assert Path(found.url).read_bytes() == blob
     assert cache.find_run("cd" * 20, [0, 1]) is None  # never kept
     out = str(tmp_path / "out.zip")
