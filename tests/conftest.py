@@ -1,10 +1,34 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from worker.synth import make_photo
+
+
+def _close_broker_connections() -> None:
+    """Before this process forks (an in-process job's pool), close the broker connection pools
+    the cluster tests' client made here. kombu closes inherited ones in each forked child, and a
+    channel the parent left waiting on a BRPOP makes that close read a reply that goes to the
+    parent: the child waits for ever, and the job with it (seen in test_scale now and then). The
+    pools are found where kombu registers them for that clean-up (a private registry of
+    multiprocessing: this is test glue). The product's processes never hold broker connections
+    where they fork."""
+    from multiprocessing import util
+
+    from kombu.resource import Resource
+
+    for resource in list(util._afterfork_registry.values()):
+        if isinstance(resource, Resource):
+            try:
+                resource.force_close_all()
+            except Exception:  # noqa: BLE001 - a server already stopped: nothing to wait for
+                pass
+
+
+os.register_at_fork(before=_close_broker_connections)
 
 
 @pytest.fixture
