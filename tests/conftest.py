@@ -8,27 +8,35 @@ from PIL import Image
 from worker.synth import make_photo
 
 
-def _close_broker_connections() -> None:
-    """Before this process forks (an in-process job's pool), close the broker connection pools
-    the cluster tests' client made here. kombu closes inherited ones in each forked child, and a
-    channel the parent left waiting on a BRPOP makes that close read a reply that goes to the
-    parent: the child waits for ever, and the job with it (seen in test_scale now and then). The
-    pools are found where kombu registers them for that clean-up (a private registry of
-    multiprocessing: this is test glue). The product's processes never hold broker connections
-    where they fork."""
+_held_open: list = []
+
+
+def _hide_broker_pools_from_the_child() -> None:
+    """Before this process forks (an in-process job's pool), mark the broker connection pools
+    its cluster client made as closed, and open them again in the parent right after. kombu
+    closes inherited pools in each forked child, and a channel the parent left waiting on a
+    BRPOP makes that close read a reply that goes to the parent: the child waited for ever, and
+    the job with it (test_scale, the panoptic cluster test, now and then); a pool marked closed
+    is skipped. The pools are found where kombu registers them for that clean-up (a private
+    registry of multiprocessing: this is test glue). The product's processes never hold broker
+    connections where they fork."""
     from multiprocessing import util
 
     from kombu.resource import Resource
 
     for resource in list(util._afterfork_registry.values()):
-        if isinstance(resource, Resource):
-            try:
-                resource.force_close_all()
-            except Exception:  # noqa: BLE001 - a server already stopped: nothing to wait for
-                pass
+        if isinstance(resource, Resource) and not resource._closed:
+            resource._closed = True
+            _held_open.append(resource)
 
 
-os.register_at_fork(before=_close_broker_connections)
+def _reopen_broker_pools() -> None:
+    while _held_open:
+        _held_open.pop()._closed = False
+
+
+os.register_at_fork(before=_hide_broker_pools_from_the_child, after_in_parent=_reopen_broker_pools,
+                    after_in_child=_held_open.clear)
 
 
 @pytest.fixture
