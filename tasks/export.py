@@ -33,7 +33,6 @@ from tasks.lifecycle import (
     replace_with_chunks,
     start_job,
 )
-from worker import progress
 from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
@@ -165,9 +164,8 @@ def export_chunk(self, job_id: str, index: int, staging: str) -> dict:
 def export_assemble(self, chunks: list[dict], job_id: str, output: str, staging: str,
                     warnings: list[str], copied: bool = False, panoptic: bool = False) -> dict:
     store = storage_for(staging)
-    if copied and progress.check_in(job_id):
-        chunks = chunks + json.loads(store.read(_copied_url(staging)))
-    chunks = chunks_to_assemble(job_id, chunks, staging)
+    chunks = chunks_to_assemble(job_id, chunks, staging, (
+        lambda: json.loads(store.read(_copied_url(staging)))) if copied else None)
     if chunks is None:
         return {"cancelled": True}
     # The central directory (~110 bytes an entry) goes to a file, then to staging, and is joined

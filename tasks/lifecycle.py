@@ -153,13 +153,17 @@ def chunk_finished(job_id: str, number: int, images: int, staging: str) -> bool:
     return True
 
 
-def chunks_to_assemble(job_id: str, chunks: list[dict], staging: str) -> list[dict] | None:
-    """The chord's chunk results, one per chunk in order; None when the job was stopped (its
-    staging is then removed). A chunk delivered twice counts once; a chunk missing (the chord
-    fired early) fails the job rather than writing an incomplete output."""
+def chunks_to_assemble(job_id: str, chunks: list[dict], staging: str,
+                       more: Callable[[], list[dict]] | None = None) -> list[dict] | None:
+    """The chord's chunk results, with `more()` (results no chunk task returned, read only
+    while the job runs), one per chunk in order; None when the job was stopped (its staging is
+    then removed). A chunk delivered twice counts once; a chunk missing (the chord fired early)
+    fails the job rather than writing an incomplete output."""
     if not progress.check_in(job_id) or any(c.get("cancelled") for c in chunks):
         storage_for(staging).delete_prefix(staging)
         return None
+    if more is not None:
+        chunks = chunks + more()
     by_number = {c["chunk"]: c for c in chunks}
     total = progress.read(job_id).get("total", len(by_number))
     missing = sorted(set(range(total)) - set(by_number))
