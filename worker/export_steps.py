@@ -218,15 +218,13 @@ def kept_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[S
 
 def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
                 cache: RunCache | None, staged: str) -> ChunkRun:
-    """A chunk's run: the one the cache keeps when it can be (kept_chunk), else its images
-    encoded one by one (each from the cache where it can be) and the run kept in the cache for
-    next time, or, without a cache, written to `staged`."""
+    """A chunk's run, its images encoded one by one (each from the cache where it can be) and
+    the run kept in the cache for next time, or, without a cache, written to `staged`. The
+    plan has looked for the chunk's kept run already (kept_chunk) and found none; looking
+    again would cost a request for the rare chunk another job kept in the meantime."""
     keys: list[str | None] = [None] * len(items)
     if cache is not None:
         keys = [job.cache_key(image, shapes) for image, shapes in items]
-        found = kept_chunk(job, first, items, keys, cache)
-        if found is not None:
-            return found
     runs = [encode_entries([job.label_color_part()])] if first else []
     objects, cached, warnings, panoptic = 0, 0, [], []
     for (image, shapes), key in zip(items, keys):
