@@ -22,7 +22,7 @@ from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
 from worker.cityscapes.panoptic import RecordSpool
 from worker.errors import ClientError
-from worker.export_steps import ImageJob, ImageRun, panoptic_run
+from worker.export_steps import ExportTally, ImageJob, ImageRun, panoptic_run
 from worker.local_pool import ordered_map, pool_size
 from worker.run_cache import RunCache
 from worker.specs import ExportSpec
@@ -119,7 +119,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
         output_path(spec.output, _photos_of(spec, manifest.images))
         job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)
-        total, objects, cached = len(manifest.images), 0, 0
+        total, tally = len(manifest.images), ExportTally()
         panoptic = RecordSpool(workdir)
         with staged_output(output) as staged, ArchiveWriter(staged) as archive:
             archive.add([job.label_color_part()])
@@ -130,9 +130,7 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
                         archive.add_spooled(result.path, result.offset, result.size, result.records)
                     else:
                         archive.add_run(result.blob, result.records)
-                    objects += result.objects
-                    cached += result.cached
-                    warnings.extend(result.warnings)
+                    tally.add(result)
                     if result.panoptic is not None:
                         panoptic.add(result.panoptic)
                     if progress:
@@ -147,9 +145,9 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
     return {
         "output": spec.output,
         "images": total,
-        "objects": objects,
-        **({"images_drawn": total - cached, "images_cached": cached} if cache else {}),
+        "objects": tally.objects,
+        **({"images_drawn": total - tally.cached, "images_cached": tally.cached} if cache else {}),
         "bytes": size,
-        "warnings": warnings,
+        "warnings": warnings + tally.warnings,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -7,7 +7,7 @@ photo when asked) -> assemble (the archive). Where the steps run is the caller's
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import orjson
@@ -61,6 +61,21 @@ class ImageRun:
     warnings: list[str]
     panoptic: dict | None = None  # the image's record for its subset's panoptic JSON
     cached: bool = False  # taken from the run cache, not drawn
+
+
+@dataclass
+class ExportTally:
+    """What the images encoded so far add up to. Their entries and panoptic records go where
+    the executor keeps them (an archive and a spool file, a chunk's run and its records)."""
+
+    objects: int = 0
+    cached: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, run: ImageRun) -> None:
+        self.objects += run.objects
+        self.cached += run.cached
+        self.warnings.extend(run.warnings)
 
 
 @dataclass(frozen=True)
@@ -226,26 +241,24 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
     if cache is not None:
         keys = [job.cache_key(image, shapes) for image, shapes in items]
     runs = [encode_entries([job.label_color_part()])] if first else []
-    objects, cached, warnings, panoptic = 0, 0, [], []
+    tally, panoptic = ExportTally(), []
     for (image, shapes), key in zip(items, keys):
         result = job.encode(image, shapes, cache, key)
         runs.append((result.blob, result.records))
+        tally.add(result)
         if result.panoptic is not None:
             panoptic.append(result.panoptic)
-        objects += result.objects
-        cached += result.cached
-        warnings.extend(result.warnings)
     blob, records = join_runs(runs)
     kept = None
     if cache is not None:
         indices = [shape.index for _, shapes in items for shape in shapes]
-        kept = cache.put_run(chunk_key(job.recipe, first, keys), blob, records, objects, warnings,
-                             indices, panoptic)
+        kept = cache.put_run(chunk_key(job.recipe, first, keys), blob, records, tally.objects,
+                             tally.warnings, indices, panoptic)
     if kept is None:
         storage_for(staged).write(staged, blob)
     url, fingerprint = (kept.url, kept.fingerprint) if kept else (staged, None)
-    return ChunkRun(url, fingerprint, len(blob), records, objects, warnings, cached, drawn=True,
-                    panoptic=panoptic)
+    return ChunkRun(url, fingerprint, len(blob), records, tally.objects, tally.warnings,
+                    tally.cached, drawn=True, panoptic=panoptic)
 
 
 def panoptic_run(variants: tuple[PanopticVariant, ...], records: Iterable[dict], path: str
