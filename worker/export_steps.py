@@ -36,6 +36,7 @@ from worker.cityscapes.manifest import (
     image_from_row,
     image_to_row,
     shape_from_row,
+    shape_identities,
     shape_to_row,
 )
 from worker.cityscapes.panoptic import (
@@ -182,8 +183,7 @@ class ImageJob:
                 photo = storage_for(url).fingerprint(url)
             except StorageNotFound:
                 photo = "missing"  # drawing it fails, naming the image
-        rows = [shape_to_row(s)[1:] for s in shapes]  # without the shape's place in the manifest
-        return image_key(self.recipe, image_to_row(image), rows, photo)
+        return image_key(self.recipe, image_to_row(image), shape_identities(shapes), photo)
 
     def read_photo(self, image: ImageRecord) -> bytes:
         if self.images is None:

@@ -36,13 +36,14 @@ _MAGIC = b"CSRN2"  # 2: entries checked by XXH3-128 (BLAKE2b before: a tenth of 
 _HEADER = struct.Struct(">5sHI")  # magic, encoder version, length of the JSON head
 
 
-def image_key(recipe: bytes, image_row: list, shape_rows: list[list], photo: str | None) -> str:
+def image_key(recipe: bytes, image_row: list, shapes: list, photo: str | None) -> str:
     """The digest of one image's inputs; `recipe` is what every image of the job shares. Shapes
-    are given in drawing order, without their places in the manifest (editing one image moves
-    the later images' shapes there; see `unpack`)."""
+    are given in drawing order, each by what decides it: the digest of its entry's bytes in
+    the manifest, or else its values; never by its place in the manifest (editing one image
+    moves the later images' shapes there; see `unpack`)."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(recipe)
-    digest.update(orjson.dumps([image_row, shape_rows, photo], option=orjson.OPT_SERIALIZE_NUMPY))
+    digest.update(orjson.dumps([image_row, shapes, photo], option=orjson.OPT_SERIALIZE_NUMPY))
     return digest.hexdigest()
 
 

@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 import ijson
 import numpy as np
+import xxhash
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +33,7 @@ from pydantic import (
 )
 
 from worker.cityscapes.labels import Color, parse_color
-from worker.cityscapes.quick_json import QuickValues, Unsure
+from worker.cityscapes.quick_json import Entry, QuickValues, Unsure
 from worker.cityscapes.rle import checked_runs, is_mask_size
 from worker.errors import LabelMapError, ManifestError
 
@@ -237,18 +238,26 @@ class Shape:
     instance: int | None = None
     points: np.ndarray = field(default_factory=lambda: np.zeros(0))  # flat x0, y0, x1, y1, ...
     rle: dict[str, Any] | None = None
+    digest: bytes = b""  # XXH3-128 of its entry's bytes in the manifest (entry_digest), if read
 
 
 def shape_to_row(shape: Shape) -> list:
     """A compact JSON form of a shape, for chunk inputs (its points an array: orjson writes it
     with OPT_SERIALIZE_NUMPY as the list of its numbers, without making Python floats)."""
     return [shape.index, shape.label, shape.kind, shape.z_order, shape.is_crowd, shape.instance,
-            shape.points, shape.rle]
+            shape.points, shape.rle, shape.digest.hex()]
+
+
+def shape_identities(shapes: list[Shape]) -> list:
+    """What decides each shape, for a cache key: its entry's digest, else (a shape not read
+    from a manifest) its values."""
+    return [s.digest.hex() if s.digest else shape_to_row(s)[1:-1] for s in shapes]
 
 
 def shape_from_row(row: list) -> Shape:
-    index, label, kind, z_order, is_crowd, instance, points, rle = row
-    return Shape(index, label, kind, z_order, is_crowd, instance, np.asarray(points, np.float64), rle)
+    index, label, kind, z_order, is_crowd, instance, points, rle, digest = row
+    return Shape(index, label, kind, z_order, is_crowd, instance, np.asarray(points, np.float64),
+                 rle, bytes.fromhex(digest))
 
 
 def image_to_row(image: ImageRecord) -> list:
@@ -290,11 +299,11 @@ class ShapeStore:
         self._connection().executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         self._connection().execute(
             "CREATE TABLE shapes (image INTEGER, seq INTEGER, z INTEGER, label TEXT,"
-            " kind INTEGER, crowd INTEGER, instance INTEGER, points BLOB, rle TEXT)"
+            " kind INTEGER, crowd INTEGER, instance INTEGER, points BLOB, rle TEXT, digest BLOB)"
         )
 
     def add(self, rows: list[tuple]) -> None:
-        self._connection().executemany("INSERT INTO shapes VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._connection().executemany("INSERT INTO shapes VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
     def finish(self) -> None:
         conn = self._connection()
@@ -304,7 +313,7 @@ class ShapeStore:
     def shapes_of(self, image_index: int) -> list[Shape]:
         """The image's shapes in drawing order: ascending z_order, then input order."""
         rows = self._connection().execute(
-            "SELECT seq, label, kind, z, crowd, instance, points, rle FROM shapes"
+            "SELECT seq, label, kind, z, crowd, instance, points, rle, digest FROM shapes"
             " WHERE image = ? ORDER BY z, seq",
             (image_index,),
         )
@@ -318,8 +327,9 @@ class ShapeStore:
                 instance=instance,
                 points=np.frombuffer(points, np.float64),
                 rle=json.loads(rle) if rle else None,
+                digest=digest,
             )
-            for seq, label, kind, z, crowd, instance, points, rle in rows
+            for seq, label, kind, z, crowd, instance, points, rle, digest in rows
         ]
 
     def close(self) -> None:
@@ -531,14 +541,16 @@ class TopLevelValues:
             stream.seek(0)
             guard = JsonGuard(stream, source)
             self._values: Any = QuickValues(partial(_quick_read, guard), wanted, MAX_DEPTH,
-                                            MAX_ITEM_VALUES, MAX_VALUE_BYTES)
+                                            MAX_ITEM_VALUES, MAX_VALUE_BYTES, entries=True)
         else:
             self._events = json_events(stream, source)
             self._values = top_level_values(self._events, wanted)
 
-    def want(self, wanted: tuple[str, ...]) -> None:
+    def want(self, wanted: tuple[str, ...], known: Callable[[bytes], bool] | None = None) -> None:
+        """Go on wanting `wanted`; entries whose digest `known` accepts (valid before) may come
+        unbuilt, their value None (only the quick reading leaves them so)."""
         if isinstance(self._values, QuickValues):
-            self._values.want(wanted)
+            self._values.want(wanted, known)
         else:
             self._values = top_level_values(self._events, wanted)
 
@@ -546,7 +558,19 @@ class TopLevelValues:
         return self
 
     def __next__(self) -> tuple[str, Any]:
-        return next(self._values)
+        """(prefix, Entry) for an entry of a list, (prefix, value) for a scalar at a key,
+        ("", key) for a key of the root."""
+        prefix, value = next(self._values)
+        if prefix.endswith(".item") and not isinstance(value, Entry):
+            return prefix, Entry(value, value_digest(value), None, 0)
+        return prefix, value
+
+
+def value_digest(value: Any) -> bytes:
+    """The digest of a value the exact reading built, which has no bytes of its own: that of
+    its JSON text, marked so that it never equals the digest of an entry's own bytes."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return xxhash.xxh3_128_digest(b"\x00exact " + text.encode("utf-8", "surrogatepass"))
 
 
 def _quick_read(guard: JsonGuard, size: int) -> bytes:
@@ -700,7 +724,7 @@ class _ManifestReader:
                 versions.append(value)
             elif len(self.problems) < MAX_PROBLEMS:
                 i = counts[prefix]
-                (self._add_label if prefix == "labels.item" else self._add_image)(i, value)
+                (self._add_label if prefix == "labels.item" else self._add_image)(i, value.value)
             if prefix in counts:
                 counts[prefix] += 1
         return versions, None
@@ -752,7 +776,7 @@ class _ManifestReader:
         else:
             values = rest
             values.want(("shapes.item",))
-        group: list[Any] = []
+        group: list[Entry] = []
         error = None
         while error is None:
             try:
@@ -773,9 +797,9 @@ class _ManifestReader:
             raise error
         return count
 
-    def _add_shapes(self, store: ShapeStore, group: list[Any], first: int,
+    def _add_shapes(self, store: ShapeStore, group: list[Entry], first: int,
                     shapes_of: np.ndarray, rows_of: np.ndarray) -> int:
-        specs = _validated_shapes(group)
+        specs = _validated_shapes([entry.value for entry in group])
         images = [self.index.position.get(spec.image) if isinstance(spec, ShapeSpec) else None
                   for spec in specs]
         drawn = [k for k, spec in enumerate(specs)
@@ -792,10 +816,11 @@ class _ManifestReader:
         store.add(batch)
         return first + len(group)
 
-    def _shape_row(self, i: int, raw: Any, spec: ShapeSpec | ValidationError,
+    def _shape_row(self, i: int, entry: Entry, spec: ShapeSpec | ValidationError,
                    image_index: int | None, points: np.ndarray | None, edge_rows: int,
                    shapes_of: np.ndarray, rows_of: np.ndarray) -> tuple | None:
         if isinstance(spec, ValidationError):
+            raw = entry.value
             image = raw.get("image") if isinstance(raw, dict) else None
             self.problem(f"shapes[{i}] (image {shown(image)}): {_format_error(spec)}")
             return None
@@ -844,6 +869,7 @@ class _ManifestReader:
             spec.instance,
             points.tobytes(),
             rle,
+            entry.digest,
         )
 
 

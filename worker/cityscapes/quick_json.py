@@ -20,6 +20,7 @@ from typing import Any
 import ijson
 import numpy as np
 import orjson
+import xxhash
 
 BLOCK = 1 << 20  # bytes scanned at a time
 BATCH = 1 << 20  # bytes of entries built at a time
@@ -42,6 +43,17 @@ class Unsure(Exception):
     """The document holds something only the exact, event by event reading may judge."""
 
 
+class Entry:
+    """An entry of a top-level list with where its bytes lie in the document: `digest` is the
+    XXH3-128 of those bytes, which decide its value. `value` is None where the reader was told
+    the digest is known (the entry was not built)."""
+
+    __slots__ = ("value", "digest", "offset", "size")
+
+    def __init__(self, value: Any, digest: bytes, offset: int | None, size: int):
+        self.value, self.digest, self.offset, self.size = value, digest, offset, size
+
+
 def _scalar(token: bytes) -> Any:
     """One JSON scalar, as yajl reads it."""
     try:
@@ -54,20 +66,26 @@ def _scalar(token: bytes) -> Any:
 class QuickValues:
     """("", key) for each key of the root object and (prefix, value) for each entry of a
     top-level list (prefix "images.item") or scalar at a key ("version") among `wanted`, in file
-    order, as `manifest.top_level_values` yields them. `wanted` may change between values."""
+    order, as `manifest.top_level_values` yields them. `wanted` may change between values.
+
+    With `entries`, a list's entries come as Entry; those whose digest `known` (given with the
+    wanted prefixes) accepts are not built (their bytes were read to a valid value before)."""
 
     def __init__(self, read: Callable[[int], bytes], wanted: tuple[str, ...], max_depth: int,
-                 max_entry_bytes: int, max_text_bytes: int, block: int = BLOCK):
+                 max_entry_bytes: int, max_text_bytes: int, block: int = BLOCK,
+                 entries: bool = False):
         self.read, self.wanted = read, wanted
         self.max_depth, self.max_entry, self.max_text = max_depth, max_entry_bytes, max_text_bytes
         self.block = block
+        self.entries = entries
+        self.known: Callable[[bytes], bool] | None = None
         self._values = self._scan()
 
     def __iter__(self) -> QuickValues:
         return self
 
-    def want(self, wanted: tuple[str, ...]) -> None:
-        self.wanted = wanted
+    def want(self, wanted: tuple[str, ...], known: Callable[[bytes], bool] | None = None) -> None:
+        self.wanted, self.known = wanted, known
 
     def __next__(self) -> tuple[str, Any]:
         return next(self._values)
@@ -76,8 +94,10 @@ class QuickValues:
         self._depth, in_string, escaped = 0, False, False
         self._text = bytearray()  # at the root or between entries, since the last bracket
         self._entry = bytearray()  # the entry still open at the end of the last block
-        self._pieces: list[bytes] = []  # entries read, as runs of them, not yet built
+        self._pieces: list[bytes] = []  # entries read, not yet built
+        self._places: list[int] = []  # where each of them begins in the document
         self._size = self._entries = 0  # bytes in _pieces; entries of the list so far
+        self._offset = self._entry_at = 0  # where `data` begins; where _entry began
         root = _RootGrammar()
         section = ""  # the list being read, as a prefix ("shapes.item")
         while data := self.read(self.block):
@@ -129,6 +149,7 @@ class QuickValues:
             self._depth = int(after[-1]) if len(after) else self._depth
             piece = self._entry if self._depth >= 3 else self._text
             piece += data[start:]
+            self._offset += len(data)
             if len(piece) > (self.max_entry if self._depth >= 3 else self.max_text):
                 raise Unsure
         if self._depth or in_string or root.state != "closed" or not _BLANK.fullmatch(self._text):
@@ -137,11 +158,11 @@ class QuickValues:
     def _entry_run(self, data: bytes, start: int, at: np.ndarray) -> int:
         """Take the entries of a list that open and close at `at` (alternately; the first may
         close one opened in an earlier block, the last may open one that goes on); return
-        where the bytes not taken begin. Complete entries in a row are taken as one slice, whose
-        separators yajl or orjson check; only their lengths and gaps are looked at here."""
+        where the bytes not taken begin. Each entry is taken as a slice of its own; the
+        separators between them are checked here, their insides by yajl or orjson."""
         if self._entry:  # the first closes the entry open since an earlier block
             self._entry += data[start:int(at[0]) + 1]
-            self._take(bytes(self._entry), 1, len(self._entry))
+            self._take(bytes(self._entry), self._entry_at)
             self._entry.clear()
             start, at = int(at[0]) + 1, at[1:]
         if not len(at):
@@ -153,25 +174,31 @@ class QuickValues:
         self._text.clear()
         whole = len(closes)
         if whole:
-            longest = int((closes - opens[:whole]).max()) + 1
+            if int((closes - opens[:whole]).max()) + 1 > self.max_entry:
+                raise Unsure
             gaps = opens[1:] - closes[: len(opens) - 1]
             if len(gaps) and int(gaps.max()) > MAX_GAP:
                 raise Unsure
-            end = int(closes[-1]) + 1
-            self._take(data[int(opens[0]):end], whole, longest)
-            start = end
+            first, ends = opens[:whole].tolist(), (closes + 1).tolist()
+            for k, (begin, end) in enumerate(zip(first, ends)):
+                if k and not _SEPARATOR.fullmatch(data, ends[k - 1], begin):
+                    raise Unsure
+                self._take(data[begin:end], self._offset + begin)
+            start = ends[-1]
         if len(opens) > whole:  # the last one goes on past this block
             if whole and not _SEPARATOR.fullmatch(data, start, int(opens[-1])):
                 raise Unsure
             start = int(opens[-1])
+            self._entry_at = self._offset + start
         return start
 
-    def _take(self, run: bytes, entries: int, longest: int) -> None:
-        if longest > self.max_entry:
+    def _take(self, entry: bytes, offset: int) -> None:
+        if len(entry) > self.max_entry:
             raise Unsure
-        self._pieces.append(run)
-        self._size += len(run)
-        self._entries += entries
+        self._pieces.append(entry)
+        self._places.append(offset)
+        self._size += len(entry)
+        self._entries += 1
 
     def _wanted(self, members: list[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for key, value in members:
@@ -186,8 +213,13 @@ class QuickValues:
         which yajl refuses: where a run of 19 digits may hold one, yajl builds the batch."""
         if not self._pieces:
             return []
-        batch = b"[" + b",".join(self._pieces) + b"]"
-        self._pieces, self._size = [], 0
+        pieces, places = self._pieces, self._places
+        self._pieces, self._places, self._size = [], [], 0
+        digests = [xxhash.xxh3_128_digest(p) for p in pieces] if self.entries else []
+        built = pieces
+        if self.known is not None and section in self.wanted:
+            built = [p for p, d in zip(pieces, digests) if not self.known(d)]
+        batch = b"[" + b",".join(built) + b"]"
         try:
             if _has_long_number(batch):
                 values = list(ijson.items(io.BytesIO(batch), "item", use_float=True))
@@ -195,7 +227,15 @@ class QuickValues:
                 values = orjson.loads(batch)
         except (ijson.JSONError, orjson.JSONDecodeError):
             raise Unsure from None
-        return [(section, value) for value in values] if section in self.wanted else []
+        if section not in self.wanted:
+            return []
+        if not self.entries:
+            return [(section, value) for value in values]
+        if len(built) < len(pieces):  # the known ones were not built
+            values = iter(values)
+            values = [None if self.known(d) else next(values) for d in digests]
+        return [(section, Entry(value, digest, place, len(piece)))
+                for value, digest, place, piece in zip(values, digests, places, pieces)]
 
 
 def _has_long_number(data: bytes) -> bool:
