@@ -37,6 +37,7 @@ from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
+from worker.cityscapes.manifest import shape_identities
 from worker.cityscapes.panoptic import PanopticVariant, merge_runs, sorted_lines
 from worker.errors import ClientError
 from worker.export_steps import (
@@ -114,7 +115,7 @@ def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, in
     unchanged (its result then, for the assembly), else its input for a chunk task."""
     store = storage_for(staging)
     if cache is not None:
-        keys = [job.cache_key(image, shapes) for image, shapes in items]
+        keys = [job.cache_key(image, shape_identities(shapes)) for image, shapes in items]
         run = kept_chunk(job, index == 0, items, keys, cache)
         if run is not None:
             _stage_records(spec, staging, index, run)

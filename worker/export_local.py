@@ -22,7 +22,7 @@ from worker.cityscapes.adapters import load_annotations
 from worker.cityscapes.manifest import ImageRecord, ShapeStore
 from worker.cityscapes.panoptic import RecordSpool
 from worker.errors import ClientError
-from worker.export_steps import ExportTally, ImageJob, ImageRun, panoptic_run
+from worker.export_steps import ExportTally, ImageJob, ImageRun, LazyShapes, panoptic_run
 from worker.local_pool import ordered_map, pool_size
 from worker.run_cache import RunCache
 from worker.specs import ExportSpec
@@ -61,7 +61,10 @@ def _run_one(item: tuple[int, ImageRecord]) -> ImageRun | SpooledRun:
     assert _pool_state is not None
     job, store, spool, cache = _pool_state
     index, image = item
-    run = job.encode(image, store.shapes_of(index), cache)
+    if cache is None:
+        run = job.encode(image, store.shapes_of(index))
+    else:  # an image taken from the cache has its shapes neither fetched nor built
+        run = job.encode(image, LazyShapes.stored(store, index), cache)
     if spool is None:
         return run
     offset = spool.tell()
@@ -113,9 +116,13 @@ def run_export(spec: ExportSpec, jobs: int | None = None, progress: Progress | N
     output = output_path(_local_only(spec.output), [local_path(spec.annotations)])
     with tempfile.TemporaryDirectory(prefix="cityscapes-export-") as workdir:
         annotations = regular_input(spec.annotations, "annotations", workdir)
+        run_cache = RunCache(cache) if cache else None
         manifest = load_annotations(
             annotations, workdir, spec.annotations_format, name=spec.annotations,
-            coco_rle_instances=spec.coco_rle_instances)
+            coco_rle_instances=spec.coco_rle_instances,
+            recall=run_cache.recall_shapes if run_cache else None)
+        if run_cache is not None and manifest.memo is not None:
+            run_cache.keep_shapes(manifest.images_digest, manifest.memo)
         output_path(spec.output, _photos_of(spec, manifest.images))
         job = ImageJob.plan(spec, manifest)
         warnings = manifest.warnings + job.job_warnings(spec)

@@ -6,9 +6,9 @@ photo when asked) -> assemble (the archive). Where the steps run is the caller's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 import orjson
 
@@ -33,6 +33,7 @@ from worker.cityscapes.manifest import (
     ImageRecord,
     Manifest,
     Shape,
+    ShapeStore,
     image_from_row,
     image_to_row,
     shape_from_row,
@@ -77,6 +78,25 @@ class ExportTally:
         self.objects += run.objects
         self.cached += run.cached
         self.warnings.extend(run.warnings)
+
+
+@dataclass
+class LazyShapes:
+    """An image's shapes as a cache key needs them (places in the manifest and identities, in
+    drawing order), and how to build them should the image be drawn."""
+
+    indices: list[int]
+    identities: list
+    build: Callable[[], list[Shape]]
+
+    @classmethod
+    def of(cls, shapes: list[Shape]) -> LazyShapes:
+        return cls([s.index for s in shapes], shape_identities(shapes), lambda: shapes)
+
+    @classmethod
+    def stored(cls, store: ShapeStore, image_index: int) -> LazyShapes:
+        indices, identities = store.refs_of(image_index)
+        return cls(indices, identities, partial(store.shapes_of, image_index))
 
 
 @dataclass(frozen=True)
@@ -145,17 +165,20 @@ class ImageJob:
             result.parts.append(left_image_part(image, photo, self.image_ext, self.options.layout))
         return result
 
-    def encode(self, image: ImageRecord, shapes: list[Shape], cache: RunCache | None = None,
-               key: str | None = None) -> ImageRun:
+    def encode(self, image: ImageRecord, shapes: list[Shape] | LazyShapes,
+               cache: RunCache | None = None, key: str | None = None) -> ImageRun:
         """The image's entries: from `cache` when its inputs were encoded before, else drawn
-        (and left in the cache). `key`: the image's cache_key, when known already."""
+        (and left in the cache). `key`: the image's cache_key, when known already. Shapes
+        given lazily are built only to be drawn."""
+        lazy = shapes if isinstance(shapes, LazyShapes) else LazyShapes.of(shapes)
         if cache is not None and key is None:
-            key = self.cache_key(image, shapes)
-        indices = [shape.index for shape in shapes]
+            key = self.cache_key(image, lazy.identities)
+        indices = lazy.indices
         if cache is not None:
             hit = cache.get(key, indices)
             if hit is not None:
                 return ImageRun(*hit, cached=True)
+        shapes = lazy.build()
         result = self.run(image, shapes)
         blob, records = encode_entries(result.parts)
         if cache is not None:
@@ -175,7 +198,8 @@ class ImageJob:
         return repr((ENCODER_VERSION, self.label_map.fingerprint(), self.options,
                      self.save_images, self.image_ext)).encode()
 
-    def cache_key(self, image: ImageRecord, shapes: list[Shape]) -> str:
+    def cache_key(self, image: ImageRecord, identities: list) -> str:
+        """The image's key in the run cache; `identities`: its shapes' (shape_identities)."""
         photo = None
         if self.save_images and self.images is not None:
             url = join_url(self.images, image.name)
@@ -183,7 +207,7 @@ class ImageJob:
                 photo = storage_for(url).fingerprint(url)
             except StorageNotFound:
                 photo = "missing"  # drawing it fails, naming the image
-        return image_key(self.recipe, image_to_row(image), shape_identities(shapes), photo)
+        return image_key(self.recipe, image_to_row(image), identities, photo)
 
     def read_photo(self, image: ImageRecord) -> bytes:
         if self.images is None:
@@ -239,7 +263,7 @@ def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[
     again would cost a request for the rare chunk another job kept in the meantime."""
     keys: list[str | None] = [None] * len(items)
     if cache is not None:
-        keys = [job.cache_key(image, shapes) for image, shapes in items]
+        keys = [job.cache_key(image, shape_identities(shapes)) for image, shapes in items]
     runs = [encode_entries([job.label_color_part()])] if first else []
     tally, panoptic = ExportTally(), []
     for (image, shapes), key in zip(items, keys):

@@ -26,6 +26,7 @@ import orjson
 import xxhash
 
 from worker.cityscapes.archive import EntryRecord
+from worker.cityscapes.shape_memo import ShapeMemo
 from worker.errors import CityscapesWorkerError, StorageNotFound
 from worker.storage import join_url, storage_for
 
@@ -175,6 +176,26 @@ class RunCache:
             log.warning("run %s not kept in the cache: %s", key, exc)
             return None
         return KeptRun(run_url, fingerprint, len(blob), records, objects, warnings, panoptic)
+
+    def _memo_url(self, images_digest: bytes) -> str:
+        return join_url(self.prefix, "shapes", images_digest.hex())
+
+    def recall_shapes(self, images_digest: bytes) -> ShapeMemo | None:
+        """The memo of valid shape entries that the last reading of a manifest with these
+        images (and these rules of reading) left, if any and intact (shape_memo)."""
+        try:
+            return ShapeMemo.from_bytes(self.store.read(self._memo_url(images_digest)))
+        except StorageNotFound:
+            return None
+        except CityscapesWorkerError as exc:
+            log.warning("shape memo not read: %s", exc)
+            return None
+
+    def keep_shapes(self, images_digest: bytes, memo: ShapeMemo) -> None:
+        try:
+            self.store.write(self._memo_url(images_digest), memo.to_bytes())
+        except (CityscapesWorkerError, OSError) as exc:
+            log.warning("shape memo not kept: %s", exc)
 
     def put(self, key: str, blob: bytes, records: list[EntryRecord], objects: int,
             warnings: list[str], indices: list[int], panoptic: dict | None = None) -> None:

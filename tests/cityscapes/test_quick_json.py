@@ -11,6 +11,7 @@ import os
 from functools import partial
 
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,6 +88,27 @@ def test_well_formed_documents_read_as_the_exact_reading_does(members, style, bl
     data = document(members, style)
     fast = quick(data, block)
     assert fast is None or typed(fast) == typed(exact(data))
+
+
+@settings(max_examples=int(os.environ.get("QUICK_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(MEMBER, max_size=6), st.sampled_from(STYLES), st.integers(1, 40))
+def test_entries_are_the_bytes_they_were_built_from(members, style, block):
+    """Each entry says where its bytes lie and their digest: those bytes alone read to its
+    value (what lets a cache key name an entry by its bytes, and a memo skip building it)."""
+    data = document(members, style)
+    guard = M.JsonGuard(io.BytesIO(data), "doc")
+    values = QuickValues(partial(M._quick_read, guard), WANTED, M.MAX_DEPTH, M.MAX_ITEM_VALUES,
+                         M.MAX_VALUE_BYTES, block=block, entries=True)
+    try:
+        read = list(values)
+    except Unsure:
+        return
+    for prefix, value in read:
+        if prefix.endswith(".item"):
+            piece = data[value.offset:value.offset + value.size]
+            assert xxhash.xxh3_128_digest(piece) == value.digest
+            assert typed(list(M.ijson.items(io.BytesIO(piece), "", use_float=True))[0]) == \
+                typed(value.value)
 
 
 @settings(max_examples=int(os.environ.get("QUICK_EXAMPLES", 600)), deadline=None, suppress_health_check=[HealthCheck.too_slow])

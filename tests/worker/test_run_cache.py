@@ -118,7 +118,8 @@ def test_a_replaced_photo_is_drawn_again(tmp_path, scene):
 
 
 def entries(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.rglob("*") if p.is_file())
+    """The images' entries (not the memo of the manifest's shapes, under shapes/)."""
+    return sorted(p for p in cache.rglob("*") if p.is_file() and p.parent.name != "shapes")
 
 
 def test_damaged_entries_are_drawn_again_and_replaced_never_shipped(tmp_path, scene):
@@ -136,6 +137,30 @@ def test_damaged_entries_are_drawn_again_and_replaced_never_shipped(tmp_path, sc
     assert got == expected
     third, _ = export(tmp_path, scene, "third", cache)
     assert third["images_cached"] == IMAGES  # replaced by whole entries
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "replaced by another memo"])
+def test_a_damaged_shape_memo_costs_a_full_reading_never_a_wrong_zip(tmp_path, scene, damage):
+    """The memo of the manifest's shapes (cache/shapes/) lets a re-export skip reading the
+    shapes it vouches for; damaged, it is not used, and a memo that vouches for other entries
+    leaves those of this manifest to be read."""
+    cache = tmp_path / "cache"
+    export(tmp_path, scene, "first", cache)
+    (memo,) = (cache / "shapes").iterdir()
+    data = memo.read_bytes()
+    if damage == "truncated":
+        memo.write_bytes(data[:-7])
+    elif damage == "flipped":
+        memo.write_bytes(data[:-7] + bytes([data[-7] ^ 1]) + data[-6:])
+    else:
+        other = make_manifest(IMAGES, width=256, height=128, seed=5, objects=8, stuff_vertices=16)
+        export(tmp_path, {**other, "images": scene["images"]}, "other", tmp_path / "other")
+        memo.write_bytes((tmp_path / "other" / "shapes" / memo.name).read_bytes())
+    edited = copy.deepcopy(scene)
+    moved(edited)
+    again, got = export(tmp_path, edited, "again", cache)
+    assert (again["images_drawn"], again["images_cached"]) == (1, IMAGES - 1)
+    assert got == export(tmp_path, edited, "full", None)[1]
 
 
 def test_an_entry_of_another_encoder_version_is_never_used(tmp_path, scene, monkeypatch):

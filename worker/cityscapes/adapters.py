@@ -37,6 +37,7 @@ from worker.cityscapes.manifest import (
     MAX_VALUE_BYTES,
     MAX_VERTICES,
     Manifest,
+    Recall,
     crowd_flag,
     invalid_json,
     json_events,
@@ -62,13 +63,14 @@ def load_annotations(
     fmt: str = "auto",
     name: str | None = None,
     coco_rle_instances: bool = False,
+    recall: Recall | None = None,
 ) -> Manifest:
     """The export's annotations as a Manifest, whatever their format; conversion warnings (shapes
     skipped) are in `manifest.warnings`. Shapes go to `workdir`, which the caller owns.
 
     Messages name the file `name` (the job's URL, when `path` is a downloaded copy) or `path`.
     `coco_rle_instances` reads COCO RLE annotations marked crowd as instances (see
-    coco_to_manifest).
+    coco_to_manifest). `recall`: see read_manifest (a converted file is read in full).
     """
     source = os.fspath(path)
     if fmt not in ("auto", *FORMATS):
@@ -76,7 +78,7 @@ def load_annotations(
     try:
         chosen = detect_format(source) if fmt == "auto" else fmt
         if chosen == "manifest":
-            return read_manifest(source, workdir)
+            return read_manifest(source, workdir, recall)
         return _convert(source, Path(workdir), chosen, coco_rle_instances)
     except ManifestError as exc:
         if exc.source == (name or source):

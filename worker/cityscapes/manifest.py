@@ -32,9 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from worker.cityscapes import quick_json, shape_memo
 from worker.cityscapes.labels import Color, parse_color
 from worker.cityscapes.quick_json import Entry, QuickValues, Unsure
 from worker.cityscapes.rle import checked_runs, is_mask_size
+from worker.cityscapes.shape_memo import MEMO_MAX_SHAPES, PendingIndex, PendingShapes, ShapeMemo
 from worker.errors import LabelMapError, ManifestError
 
 MANIFEST_VERSION = 1
@@ -275,18 +277,47 @@ def _format_error(error: ValidationError) -> str:
 
 
 class ShapeStore:
-    """Shapes grouped by image in an SQLite file; each process opens its own connection."""
+    """Shapes grouped by image in an SQLite file; each process opens its own connection. The
+    entries a reading took from a memo unbuilt (shape_memo) are pending beside it, and built
+    from `source` when their image's shapes are wanted."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, source: str | None = None):
         self.path = Path(path)
+        self.source = source
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        self._pending: PendingIndex | None = None
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "source": self.source}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state["source"])
+
+    @property
+    def pending_path(self) -> Path:
+        return self.path.with_suffix(".pending.npz")
+
+    def _pending_of(self, image_index: int) -> tuple[PendingIndex, slice] | None:
+        if self._pending is None:
+            if self.source is None or not self.pending_path.exists():
+                return None
+            self._pending = PendingIndex(self.pending_path)
+        return self._pending, self._pending.of(image_index)
+
+    def refs_of(self, image_index: int) -> tuple[list[int], list[str]]:
+        """The image's shapes in drawing order, as their places in the manifest and their
+        entries' digests (hex), without building any (what a cache key needs)."""
+        rows = self._connection().execute(
+            "SELECT z, seq, digest FROM shapes WHERE image = ? ORDER BY z, seq", (image_index,))
+        refs = [(z, seq, digest.hex()) for z, seq, digest in rows]
+        found = self._pending_of(image_index)
+        if found is not None:
+            pending, at = found
+            refs += zip(pending.z[at].tolist(), pending.seq[at].tolist(),
+                        [bytes(d).hex() for d in pending.digest[at]])
+            refs.sort()
+        return [seq for _, seq, _ in refs], [digest for _, _, digest in refs]
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -317,7 +348,7 @@ class ShapeStore:
             " WHERE image = ? ORDER BY z, seq",
             (image_index,),
         )
-        return [
+        return sorted([
             Shape(
                 index=seq,
                 label=label,
@@ -330,7 +361,28 @@ class ShapeStore:
                 digest=digest,
             )
             for seq, label, kind, z, crowd, instance, points, rle, digest in rows
-        ]
+        ] + self._built_pending(image_index), key=lambda shape: (shape.z_order, shape.index))
+
+    def _built_pending(self, image_index: int) -> list[Shape]:
+        """The image's pending entries, read again from the manifest and built. They were valid
+        when read; their bytes must still be those read."""
+        found = self._pending_of(image_index)
+        if found is None:
+            return []
+        pending, at = found
+        shapes = []
+        with open(self.source, "rb") as stream:
+            for seq, offset, size, digest in zip(pending.seq[at].tolist(),
+                                                 pending.offset[at].tolist(),
+                                                 pending.size[at].tolist(), pending.digest[at]):
+                data = os.pread(stream.fileno(), size, offset)
+                if xxhash.xxh3_128_digest(data) != bytes(digest):
+                    raise ManifestError(self.source, [f"shapes[{seq}]: changed while being read"])
+                spec = ShapeSpec.model_validate(json.loads(data))
+                shapes.append(Shape(seq, spec.label, spec.type, spec.z_order, spec.is_crowd,
+                                    spec.instance, np.asarray(spec.points, np.float64), None,
+                                    bytes(digest)))
+        return shapes
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -345,6 +397,8 @@ class Manifest:
     store: ShapeStore
     shape_count: int
     warnings: list[str] = field(default_factory=list)  # from converting another format
+    memo: ShapeMemo | None = None  # what the reading learnt, when it was asked to (recall)
+    images_digest: bytes = b""  # what a memo is kept under
 
     def shapes_of(self, image_index: int) -> list[Shape]:
         return self.store.shapes_of(image_index)
@@ -477,10 +531,14 @@ def json_events(stream: BinaryIO, source: str) -> Iterator[tuple[str, str, Any]]
     return JsonGuard(stream, source).events()
 
 
-def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manifest:
+def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike,
+                  recall: Recall | None = None) -> Manifest:
     """Parse and validate a manifest; raise ManifestError listing every problem found.
 
-    Shapes go to an SQLite file in `workdir`, which the caller owns and removes.
+    Shapes go to an SQLite file in `workdir`, which the caller owns and removes. With `recall`
+    (images digest -> the memo an earlier reading left, or None), shape entries it vouches for
+    are neither built nor validated again, and the manifest carries its own memo to keep; the
+    file must then stay as it is while its shapes are read (it is checked).
     """
     source = os.fspath(path)
     try:
@@ -489,7 +547,7 @@ def read_manifest(path: str | os.PathLike, workdir: str | os.PathLike) -> Manife
         raise ManifestError(source, [f"cannot be read ({exc.strerror})"]) from None
     with stream:
         try:
-            return _ManifestReader(stream, source, Path(workdir), quick=True).read()
+            return _ManifestReader(stream, source, Path(workdir), quick=True, recall=recall).read()
         except Unsure:
             (Path(workdir) / _SHAPES_FILE).unlink(missing_ok=True)
         try:
@@ -666,14 +724,27 @@ def _share(value: Any) -> Any:
 _SHAPES_FILE = "shapes.sqlite"
 
 
+Recall = Callable[[bytes], "ShapeMemo | None"]  # the memo kept for a manifest's images, if any
+# What a memo vouches for holds under the rules of reading it was made by: these modules' code.
+_RULES = xxhash.xxh3_128_digest(b"".join(
+    Path(module).read_bytes() for module in (__file__, quick_json.__file__, shape_memo.__file__)))
+
+
 class _ManifestReader:
-    def __init__(self, stream: BinaryIO, source: str, workdir: Path, quick: bool):
+    def __init__(self, stream: BinaryIO, source: str, workdir: Path, quick: bool,
+                 recall: Recall | None = None):
         self.stream, self.source, self.workdir = stream, source, workdir
         self.quick = quick
         self.problems: list[str] = []
         self.labels: list[tuple[str, Color]] = []
         self.images: list[ImageRecord] = []
         self.index = _ImageIndex()
+        self.images_digest = xxhash.xxh3_128(_RULES)  # and of the image entries' digests
+        self.recall = recall if quick else None
+        self.old: ShapeMemo | None = None  # what an earlier reading learnt
+        self.new: ShapeMemo | None = ShapeMemo() if self.recall else None  # and this one
+        self.pending = PendingShapes()
+        self._by_text: dict[bytes, int | None] = {}  # image ids as JSON text -> position
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -691,8 +762,10 @@ class _ManifestReader:
             raise ManifestError(self.source, self.problems)
         if not self.images and not self.problems:
             self.problem("has no images")
-        store = ShapeStore(self.workdir / _SHAPES_FILE)
+        store = ShapeStore(self.workdir / _SHAPES_FILE, self.source)
         store.create()
+        if self.recall is not None:
+            self.old = self.recall(self.images_digest.digest())
         try:
             count = self._read_shapes(store, rest)
         except BaseException:
@@ -702,7 +775,10 @@ class _ManifestReader:
         if self.problems:
             store.close()
             raise ManifestError(self.source, self.problems)
-        return Manifest(self.labels, self.images, store, count)
+        if len(self.pending):
+            self.pending.save(store.pending_path)
+        return Manifest(self.labels, self.images, store, count,
+                        memo=self.new, images_digest=self.images_digest.digest())
 
     def _values(self, wanted: tuple[str, ...]) -> TopLevelValues:
         return TopLevelValues(self.stream, self.source, wanted, self.quick)
@@ -725,6 +801,8 @@ class _ManifestReader:
             elif len(self.problems) < MAX_PROBLEMS:
                 i = counts[prefix]
                 (self._add_label if prefix == "labels.item" else self._add_image)(i, value.value)
+                if prefix == "images.item":
+                    self.images_digest.update(value.digest)
             if prefix in counts:
                 counts[prefix] += 1
         return versions, None
@@ -771,11 +849,8 @@ class _ManifestReader:
         shapes_of = np.zeros(len(self.images), np.int64)  # per image, for the limits
         rows_of = np.zeros(len(self.images), np.int64)
         count = 0
-        if rest is None:
-            values = self._values(("shapes.item",))
-        else:
-            values = rest
-            values.want(("shapes.item",))
+        values = self._values(("shapes.item",)) if rest is None else rest
+        values.want(("shapes.item",), self.old.knows if self.old is not None else None)
         group: list[Entry] = []
         error = None
         while error is None:
@@ -799,22 +874,83 @@ class _ManifestReader:
 
     def _add_shapes(self, store: ShapeStore, group: list[Entry], first: int,
                     shapes_of: np.ndarray, rows_of: np.ndarray) -> int:
-        specs = _validated_shapes([entry.value for entry in group])
-        images = [self.index.position.get(spec.image) if isinstance(spec, ShapeSpec) else None
-                  for spec in specs]
-        drawn = [k for k, spec in enumerate(specs)
-                 if images[k] is not None and spec.type != "mask"]
+        known = {k: self._known(entry) for k, entry in enumerate(group) if entry.value is None}
+        for k in [k for k, found in known.items() if found is None]:
+            group[k].value = self._built(group[k])  # valid before, for another image
+            del known[k]
+        built = [k for k in range(len(group)) if k not in known]
+        specs = dict(zip(built, _validated_shapes([group[k].value for k in built])))
+        images = {k: self.index.position.get(spec.image) if isinstance(spec, ShapeSpec) else None
+                  for k, spec in specs.items()}
+        drawn = [k for k, spec in specs.items() if images[k] is not None and spec.type != "mask"]
         points = {k: np.asarray(specs[k].points, np.float64) for k in drawn}
         rows = dict(zip(drawn, edge_rows([points[k] for k in drawn],
                                          [self.images[images[k]].height for k in drawn])))
         batch = []
-        for k, spec in enumerate(specs):
-            row = self._shape_row(first + k, group[k], spec, images[k], points.get(k),
+        for k, entry in enumerate(group):
+            if k in known:
+                self._add_known(first + k, entry, *known[k], shapes_of, rows_of)
+                continue
+            row = self._shape_row(first + k, entry, specs[k], images[k], points.get(k),
                                   rows.get(k, 0), shapes_of, rows_of)
             if row is not None:
                 batch.append(row)
         store.add(batch)
+        if self.new is not None and len(self.new) > MEMO_MAX_SHAPES:
+            self.new = None
         return first + len(group)
+
+    def _known(self, entry: Entry) -> tuple[bytes, int, int, int] | None:
+        """(image id text, image position, z_order, edge rows) of an entry the memo vouches
+        for, when its image is here with the height it was counted for; else None."""
+        assert self.old is not None
+        text, z, height, rows = self.old.get(entry.digest)
+        if text not in self._by_text:
+            self._by_text[text] = self.index.position.get(json.loads(text))
+        image_index = self._by_text[text]
+        if image_index is None or self.images[image_index].height != height:
+            return None
+        return text, image_index, z, rows
+
+    def _built(self, entry: Entry) -> Any:
+        """An entry left unbuilt, read again and built."""
+        data = os.pread(self.stream.fileno(), entry.size, entry.offset)
+        if xxhash.xxh3_128_digest(data) != entry.digest:
+            raise ManifestError(self.source, ["changed while being read"])
+        return json.loads(data)
+
+    def _add_known(self, i: int, entry: Entry, text: bytes, image_index: int, z: int,
+                   edge_rows: int, shapes_of: np.ndarray, rows_of: np.ndarray) -> None:
+        """A shape the memo vouches for: counted against its image's limits, and left pending
+        (built when its image's shapes are wanted)."""
+        if not self._within_limits(i, image_index, edge_rows, shapes_of, rows_of):
+            return
+        self.pending.add(image_index, i, z, entry.offset, entry.size, entry.digest)
+        if self.new is not None:
+            self.new.add(entry.digest, text, z, self.images[image_index].height, edge_rows)
+
+    def _within_limits(self, i: int, image_index: int, edge_rows: int | None,
+                       shapes_of: np.ndarray, rows_of: np.ndarray) -> bool:
+        """Whether the image takes one more shape (whose polygon crosses `edge_rows`, None
+        for a mask); the problem is kept when it does not."""
+        record = self.images[image_index]
+        shapes_of[image_index] += 1
+        if shapes_of[image_index] > MAX_SHAPES_PER_IMAGE:
+            if shapes_of[image_index] == MAX_SHAPES_PER_IMAGE + 1:
+                self.problem(f"shapes[{i}] (image {shown(record.name)}): the image has more"
+                             f" than {MAX_SHAPES_PER_IMAGE:,} shapes")
+            return False
+        if edge_rows is not None:
+            rows_before = rows_of[image_index]
+            rows_of[image_index] += edge_rows
+            if rows_of[image_index] > MAX_EDGE_ROWS >= rows_before:
+                self.problem(
+                    f"shapes[{i}] (image {shown(record.name)}): the image's polygon edges cross"
+                    f" more than {MAX_EDGE_ROWS:,} rows in all (each edge counts the rows it"
+                    " spans), more than can be drawn in reasonable time"
+                )
+                return False
+        return True
 
     def _shape_row(self, i: int, entry: Entry, spec: ShapeSpec | ValidationError,
                    image_index: int | None, points: np.ndarray | None, edge_rows: int,
@@ -829,36 +965,25 @@ class _ManifestReader:
             return None
         record = self.images[image_index]
 
-        def where() -> str:
-            return f"shapes[{i}] (image {shown(record.name)})"
-
-        shapes_of[image_index] += 1
-        if shapes_of[image_index] > MAX_SHAPES_PER_IMAGE:
-            if shapes_of[image_index] == MAX_SHAPES_PER_IMAGE + 1:
-                self.problem(f"{where()}: the image has more than {MAX_SHAPES_PER_IMAGE:,} shapes")
+        drawn = points is not None
+        if not self._within_limits(i, image_index, edge_rows if drawn else None, shapes_of,
+                                   rows_of):
             return None
         if points is None:
             points = np.asarray(spec.points, np.float64)
-        else:
-            rows_before = rows_of[image_index]
-            rows_of[image_index] += edge_rows
-            if rows_of[image_index] > MAX_EDGE_ROWS >= rows_before:
-                self.problem(
-                    f"{where()}: the image's polygon edges cross more than {MAX_EDGE_ROWS:,} rows"
-                    " in all (each edge counts the rows it spans), more than can be drawn in"
-                    " reasonable time"
-                )
-                return None
         rle = None
         if spec.rle is not None:
             mismatch = _mask_mismatch(spec, record)
             if mismatch:
-                self.problem(f"{where()}: {mismatch}")
+                self.problem(f"shapes[{i}] (image {shown(record.name)}): {mismatch}")
                 return None
             stored = {"size": spec.rle["size"], "counts": spec.rle["counts"]}
             if spec.box is not None:
                 stored["box"] = spec.box
             rle = json.dumps(stored)
+        elif self.new is not None:  # valid whatever its image's width: a memo may vouch for it
+            self.new.add(entry.digest, json.dumps(spec.image).encode(), spec.z_order,
+                         record.height, edge_rows)
         return (
             image_index,
             i,
