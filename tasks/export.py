@@ -37,12 +37,13 @@ from worker.celery import app
 from worker.chunks import chunks_by_work
 from worker.cityscapes.archive import CentralDirectory, EntryRecord
 from worker.cityscapes.adapters import load_annotations
-from worker.cityscapes.manifest import shape_identities
+from worker.cityscapes.manifest import Manifest
 from worker.cityscapes.panoptic import PanopticVariant, merge_runs, sorted_lines
 from worker.errors import ClientError
 from worker.export_steps import (
     ChunkRun,
     ImageJob,
+    LazyShapes,
     chunk_input,
     kept_chunk,
     panoptic_run,
@@ -81,18 +82,23 @@ def export(self, **raw_spec):
         with tempfile.TemporaryDirectory(prefix="cityscapes-plan-") as workdir:
             path = Path(workdir) / "annotations.json"
             storage_for(spec.annotations).download(spec.annotations, path)
+            cache = RunCache(settings.cache_prefix) if settings.cache_prefix and spec.cache else None
             manifest = load_annotations(
-                path, workdir, spec.annotations_format, spec.annotations, spec.coco_rle_instances)
+                path, workdir, spec.annotations_format, spec.annotations, spec.coco_rle_instances,
+                recall=cache.recall_shapes if cache else None)
+            if cache is not None and manifest.memo is not None:
+                cache.keep_shapes(manifest.images_digest, manifest.memo)
             job = ImageJob.plan(spec, manifest)  # label map and zip paths checked now
             images = manifest.images
             chunks = chunks_by_work([i.width * i.height for i in images], settings.chunk_pixels,
                                     settings.chunk_size)
-            cache = RunCache(settings.cache_prefix) if settings.cache_prefix and spec.cache else None
+            copied = _kept_chunks(spec, job, manifest, chunks, staging, cache)
             inputs = ((index, [(images[i], manifest.shapes_of(i)) for i in indices])
-                      for index, indices in enumerate(chunks))  # read here: SQLite, in order
-            copied = [result for result in in_threads(
-                lambda chunk: _stage_input(spec, job, manifest.labels, staging, *chunk, cache),
-                inputs) if result]
+                      for index, indices in enumerate(chunks)
+                      if index not in copied)  # read here: SQLite, in order
+            for _ in in_threads(lambda chunk: _stage_input(spec, manifest.labels, staging, *chunk),
+                                inputs):
+                pass
             manifest.store.close()
             if job.panoptic is not None:
                 variants = [v.to_json() for v in job.panoptic.variants]
@@ -101,27 +107,44 @@ def export(self, **raw_spec):
         staging_store.delete_prefix(staging)
         raise
     if copied:  # the assembly reads these chunks' results, which no task of theirs returns
-        staging_store.write(_copied_url(staging), json.dumps(copied).encode())
+        staging_store.write(_copied_url(staging), json.dumps(list(copied.values())).encode())
     warnings = manifest.warnings + job.job_warnings(spec)
     callback = export_assemble.s(job_id, spec.output, staging, warnings, bool(copied),
                                  spec.panoptic)
     replace_with_chunks(self, export_chunk, len(chunks), len(images), callback, spec.output,
-                        staging, copied)
+                        staging, list(copied.values()))
 
 
-def _stage_input(spec: ExportSpec, job: ImageJob, labels: list, staging: str, index: int,
-                 items: list, cache: RunCache | None) -> dict | None:
-    """What a chunk starts from: its run as the cache keeps it, when all of its images are
-    unchanged (its result then, for the assembly), else its input for a chunk task."""
-    store = storage_for(staging)
-    if cache is not None:
-        keys = [job.cache_key(image, shape_identities(shapes)) for image, shapes in items]
-        run = kept_chunk(job, index == 0, items, keys, cache)
-        if run is not None:
-            _stage_records(spec, staging, index, run)
-            return _chunk_result(index, len(items), run)
-    store.write(chunk_input_url(staging, index), chunk_input(spec, labels, items, index == 0))
-    return None
+def _kept_chunks(spec: ExportSpec, job: ImageJob, manifest: Manifest, chunks: list[list[int]],
+                 staging: str, cache: RunCache | None) -> dict[int, dict]:
+    """The chunks whose images are all unchanged and whose run the cache keeps: their records
+    staged, their results (for the assembly) by chunk. Their shapes are never built: the keys
+    need only the digests of their entries."""
+    if cache is None:
+        return {}
+
+    def refs(index: int, indices: list[int]) -> tuple[int, list[int], list[str]]:
+        lazy = [LazyShapes.stored(manifest.store, i) for i in indices]  # SQLite: this thread
+        keys = [job.cache_key(manifest.images[i], shapes.identities)
+                for i, shapes in zip(indices, lazy)]
+        return index, [k for shapes in lazy for k in shapes.indices], keys
+
+    def kept(chunk: tuple[int, list[int], list[str]]) -> dict | None:
+        index, shape_indices, keys = chunk
+        run = kept_chunk(job, index == 0, shape_indices, keys, cache)
+        if run is None:
+            return None
+        _stage_records(spec, staging, index, run)
+        return _chunk_result(index, len(keys), run)
+
+    found = in_threads(kept, (refs(index, indices) for index, indices in enumerate(chunks)))
+    return {result["chunk"]: result for result in found if result}
+
+
+def _stage_input(spec: ExportSpec, labels: list, staging: str, index: int, items: list) -> None:
+    """A chunk task's input: its images and their shapes."""
+    storage_for(staging).write(chunk_input_url(staging, index),
+                               chunk_input(spec, labels, items, index == 0))
 
 
 def _stage_records(spec: ExportSpec, staging: str, index: int, run: ChunkRun) -> None:

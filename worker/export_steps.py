@@ -243,16 +243,16 @@ class ChunkRun:
                 "photo_bytes_moved": photos if self.drawn else 0}
 
 
-def kept_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],
-               keys: list[str], cache: RunCache) -> ChunkRun | None:
+def kept_chunk(job: ImageJob, first: bool, indices: list[int], keys: list[str], cache: RunCache
+               ) -> ChunkRun | None:
     """The chunk's run as the cache keeps it, when the whole chunk was encoded before (none of
-    its bytes need pass through a worker); else None. `keys`: its images' cache keys."""
-    indices = [shape.index for _, shapes in items for shape in shapes]
+    its bytes need pass through a worker); else None. `keys`: its images' cache keys;
+    `indices`: the places of their shapes in the manifest, image by image in drawing order."""
     kept = cache.find_run(chunk_key(job.recipe, first, keys), indices)
     if kept is None:
         return None
     return ChunkRun(kept.url, kept.fingerprint, kept.size, kept.records, kept.objects,
-                    kept.warnings, len(items), drawn=False, panoptic=kept.panoptic)
+                    kept.warnings, len(keys), drawn=False, panoptic=kept.panoptic)
 
 
 def stage_chunk(job: ImageJob, first: bool, items: list[tuple[ImageRecord, list[Shape]]],

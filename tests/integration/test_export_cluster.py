@@ -308,6 +308,7 @@ def test_unchanged_chunks_are_copied_inside_s3_and_a_changed_cached_run_is_never
     first, expected = run("first")
     runs = [key for key in cluster.keys("cache/") if key.endswith(".zip-run")]
     assert (first["images_drawn"], len(runs)) == (9, 3)
+    assert len([key for key in cluster.keys("cache/shapes/")]) == 1  # the manifest's memo
     final = client.wait(cluster.submit("cityscapes.export", {**spec, "output": cluster.url("same.zip")}),
                         timeout=120)  # nothing changed: the plan copies every chunk, none runs
     assert (final["state"], final["done"], final["total"]) == ("SUCCESS", 3, 3), final
