@@ -745,6 +745,7 @@ class _ManifestReader:
         self.new: ShapeMemo | None = ShapeMemo() if self.recall else None  # and this one
         self.pending = PendingShapes()
         self._by_text: dict[bytes, int | None] = {}  # image ids as JSON text -> position
+        self._texts: dict[bytes, bytes] = {}  # one object for each image id's text
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -982,7 +983,8 @@ class _ManifestReader:
                 stored["box"] = spec.box
             rle = json.dumps(stored)
         elif self.new is not None:  # valid whatever its image's width: a memo may vouch for it
-            self.new.add(entry.digest, json.dumps(spec.image).encode(), spec.z_order,
+            text = json.dumps(spec.image).encode()
+            self.new.add(entry.digest, self._texts.setdefault(text, text), spec.z_order,
                          record.height, edge_rows)
         return (
             image_index,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-MEMO_MAX_SHAPES = 2_000_000  # past this a memo is not kept (~100 bytes an entry in memory)
+MEMO_MAX_SHAPES = 1_000_000  # past this no memo is kept (~150 bytes an entry in memory)
 _MAGIC = b"CSSM1"
 _HEADER = struct.Struct(">5sI")  # magic, length of the JSON head
 _DIGEST = 16
