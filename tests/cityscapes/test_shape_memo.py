@@ -213,3 +213,12 @@ def test_an_image_made_taller_has_its_edge_rows_counted_anew(tmp_path, monkeypat
     without = read(path, tmp_path / "without")
     assert isinstance(without, list) and "more than 150 rows" in without[0]
     assert read(path, tmp_path / "with", memo) == without
+
+
+def test_no_memo_is_kept_past_its_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "MEMO_MAX_SHAPES", 5)
+    monkeypatch.setattr(M, "_SHAPE_GROUP", 2)
+    manifest = read(write(tmp_path / "m.json", base()), tmp_path / "m", learn=True)
+    assert manifest.memo is None and manifest.shape_count == 7
+    monkeypatch.setattr(M, "MEMO_MAX_SHAPES", 6)
+    assert len(read(write(tmp_path / "n.json", base()), tmp_path / "n", learn=True).memo) == 6
