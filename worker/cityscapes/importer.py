@@ -29,6 +29,8 @@ ANNOTATIONS_PER_IMAGE = 100_000  # COCO annotation ids: image id * this + k
 # Vertices read from one polygons.json (its size is bounded too: reader.MAX_POLYGONS_BYTES);
 # a Cityscapes frame has about 10,000.
 MAX_POLYGON_VERTICES = 1_000_000
+# The images pixels are read from, best first (each later one loses something).
+PIXEL_KINDS = ("instanceIds", "labelIds", "color")
 
 
 @dataclass
@@ -89,6 +91,20 @@ def document_records(result: ImportedImage, image_id: int, output_format: str) -
 
 def _json(value: dict[str, Any]) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def pixel_kind(item: Item) -> str | None:
+    """The best image of the item to read pixel values from (None: it has none)."""
+    return next((kind for kind in PIXEL_KINDS if kind in item.members), None)
+
+
+def source_kinds(item: Item, shapes: str = "polygon", output_format: str = "manifest") -> list[str]:
+    """The members import_item reads for these options: the others need not be read (a color
+    PNG beside the instanceIds would cost another decompression for nothing)."""
+    if "polygons" in item.members and shapes == "polygon" and output_format == "manifest":
+        return ["polygons"]
+    kind = pixel_kind(item)
+    return [] if kind is None else [kind]
 
 
 def import_item(
