@@ -83,14 +83,11 @@ DOCUMENT_TAIL = "]}\n"
 
 def document_records(result: ImportedImage, image_id: int, output_format: str) -> list[str]:
     """The image's entries of the shapes (or annotations) list, as JSON texts."""
+    dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY  # a thousand records an image
     if output_format == "coco":
-        return [_json({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a})
-                for k, a in enumerate(result.shapes)]
-    return [_json({"image": image_id, **shape}) for shape in result.shapes]
-
-
-def _json(value: dict[str, Any]) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return [dumps({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a},
+                      option=option).decode() for k, a in enumerate(result.shapes)]
+    return [dumps({"image": image_id, **shape}, option=option).decode() for shape in result.shapes]
 
 
 def pixel_kind(item: Item) -> str | None:
@@ -127,14 +124,14 @@ def import_item(
         return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes, runs), warnings)
     out: list[dict[str, Any]] = []
     changed = 0
+    labels = _ValueLabels(label_map)
     if shapes == "mask":
         for z, segment in enumerate(segments(ids, boxes=boxes, runs=runs)):
-            out.append(_shape(segment.value, label_map, z, {"type": "mask", "rle": segment.rle}))
+            out.append(_shape(labels[segment.value], z, {"type": "mask", "rle": segment.rle}))
     else:
         regions, changed = trace_shapes(ids, boxes, runs)
-        for z, region in enumerate(regions):
-            points = region.polygon.reshape(-1)
-            out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
+        for z, (value, polygon, _) in enumerate(regions):
+            out.append(_shape(labels[value], z, {"type": "polygon", "points": polygon.reshape(-1)}))
         if changed:
             warnings.append(
                 f"image {item.name!r}: the polygons redraw {changed} pixels differently"
@@ -206,14 +203,27 @@ def coco_annotations(
     return out
 
 
-def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str, Any]:
-    class_id = value // 1000 if value >= 1000 else value
-    label = label_map.by_id(class_id)
-    assert label is not None  # _known_values dropped the rest
-    shape = {"label": label.name, "z_order": z, **geometry,
-             "attributes": {"is_crowd": value < 1000 and label.has_instances}}
-    if value >= 1000:
-        shape["instance"] = value % 1000
+class _ValueLabels(dict):
+    """(label name, is_crowd, instance number or None) of each pixel value, looked up once."""
+
+    def __init__(self, label_map: LabelMap):
+        super().__init__()
+        self.label_map = label_map
+
+    def __missing__(self, value: int) -> tuple[str, bool, int | None]:
+        label = self.label_map.by_id(_class_id(value))
+        assert label is not None  # _known_values dropped the rest
+        entry = (label.name, value < 1000 and label.has_instances,
+                 value % 1000 if value >= 1000 else None)
+        self[value] = entry
+        return entry
+
+
+def _shape(entry: tuple[str, bool, int | None], z: int, geometry: dict) -> dict[str, Any]:
+    name, crowd, instance = entry
+    shape = {"label": name, "z_order": z, **geometry, "attributes": {"is_crowd": crowd}}
+    if instance is not None:
+        shape["instance"] = instance
     return shape
 
 
