@@ -393,17 +393,22 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
     """Regions of the true values of the wrongly drawn pixels, largest enclosed area first.
 
     They are few and scattered over the whole image: each 8-connected group of them is found by
-    its outline and traced in its own box, a lone pixel (most groups) without tracing, a group
-    of several values (rare) value by value as trace_regions traces an image.
+    its outline. A group of one value (where no two neighbouring wrong pixels differ: nearly
+    always) is that outline, as tracing it in its own box would find it again; otherwise each
+    group is traced in its own box, a group of several values value by value as trace_regions
+    traces an image.
     """
     groups, hierarchy = cv2.findContours(
         wrong.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
     )
+    # A hole in a group is left out: what lies in it is a group of its own.
+    outer = [groups[i] for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()]
+    if not _mixed_neighbours(ids, wrong):
+        firsts = np.concatenate([group[0] for group in outer])
+        return _regions(ids[firsts[:, 1], firsts[:, 0]].tolist(), outer)
     values: list[int] = []
     borders: list[np.ndarray] = []
-    # A hole in a group is left out: what lies in it is a group of its own.
-    for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist():
-        group = groups[i]
+    for group in outer:
         x, y = group[0, 0].tolist()
         if len(group) == 1:
             values.append(int(ids[y, x]))
@@ -423,6 +428,26 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
             misses = np.where(own, pixels.astype(np.int64), -1)
             _trace_borders(misses, (-1,), (x0, y0), None, None, values, borders)
     return _regions(values, borders)
+
+
+# Half of the 8 neighbours (right, down-left, down, down-right): each pair is looked at once.
+_NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _mixed_neighbours(ids: np.ndarray, wrong: np.ndarray) -> bool:
+    """Whether two 8-neighbouring wrong pixels have different values (then some group of them
+    has several), looked at the wrong pixels only."""
+    height, width = ids.shape
+    at = np.flatnonzero(wrong)
+    rows, cols = np.divmod(at, width)
+    flat_ids, flat_wrong = ids.reshape(-1), wrong.reshape(-1)
+    values = flat_ids[at]
+    for dy, dx in _NEIGHBOURS:
+        inside = (rows + dy < height) & (cols + dx >= 0) & (cols + dx < width)
+        near = at[inside] + (dy * width + dx)
+        if np.any(flat_wrong[near] & (flat_ids[near] != values[inside])):
+            return True
+    return False
 
 
 def segments(
