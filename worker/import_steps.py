@@ -13,7 +13,13 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.cityscapes.importer import document_head, document_records, import_item, map_onto_task
+from worker.cityscapes.importer import (
+    document_head,
+    document_records,
+    import_item,
+    map_onto_task,
+    source_kinds,
+)
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.reader import Item, archive_label_map, read_member, scan_archive
 from worker.specs import ImportSpec
@@ -70,7 +76,8 @@ class ItemJob:
         return cls.for_archive(spec, archive, index.label_file), index.items
 
     def run(self, archive: zipfile.ZipFile, item: Item, image_id: int) -> ItemRun:
-        files = {kind: read_member(archive, member) for kind, member in item.members.items()}
+        files = {kind: read_member(archive, item.members[kind])
+                 for kind in source_kinds(item, self.shapes, self.output_format)}
         result = import_item(item, files, self.label_map, self.shapes, self.output_format)
         if self.task_labels is not None:
             result = map_onto_task(result, self.task_labels)

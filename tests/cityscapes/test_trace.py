@@ -302,6 +302,31 @@ def test_misses_are_traced_group_by_group_each_in_its_own_box():
     assert lone == {3: [[0, 0]] * 3, 5: [[3, 2]] * 3}
 
 
+@pytest.mark.parametrize(
+    ("picture", "mixed"),
+    [
+        ("3...... ....... .4.5... .4..... .444... ....... .6677..", True),
+        ("3...... ....... .4.5... .4..... .444... ....... .66.77.", False),
+        # A row's ends are not neighbours of each other or of the next rows' ends.
+        ("2...1 2.... ...1. 3....", False),
+        (".3 4.", True),  # diagonal neighbours
+        ("44444 4...4 4.3.4 4...4 44444", False),  # a group with a hole, another inside it
+    ],
+)
+def test_a_group_of_one_value_is_its_own_outline(picture, mixed, monkeypatch):
+    """Where no two neighbouring wrong pixels differ, each group's fix is the outline the whole
+    mask's tracing found, as tracing each group in its own box finds it."""
+    ids = grid(picture)
+    wrong = ids != 0
+    assert trace._mixed_neighbours(ids, wrong) is mixed
+    fast = trace._trace_misses(ids, wrong)
+    monkeypatch.setattr(trace, "_mixed_neighbours", lambda ids, wrong: True)
+    by_group = trace._trace_misses(ids, wrong)
+    assert [(r.value, r.polygon.tolist(), r.area) for r in fast] == [
+        (r.value, r.polygon.tolist(), r.area) for r in by_group
+    ]
+
+
 def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_image_order():
     ids = grid("1122 2222 3113")
     values, rows, cols, ends, firsts = trace.value_runs(ids)

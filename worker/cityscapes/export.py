@@ -24,8 +24,6 @@ from worker.cityscapes.png import encode_png_rows
 from worker.cityscapes.rle import decode_mask_box
 from worker.errors import ShapeError
 
-cv2.setNumThreads(1)  # parallelism comes from processes, one per core
-
 MAX_INSTANCES = 1000  # k in class_id * 1000 + k
 MAX_INSTANCE_ID = 65535  # instanceIds images are 16-bit
 # Pillow's polygon fill, the official scripts' rasterizer, holds vertices and their differences

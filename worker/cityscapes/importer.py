@@ -10,7 +10,6 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from worker.cityscapes.export import MAX_COORDINATE
 from worker.cityscapes.labels import BACKGROUND_NAMES, LabelMap, normalize_name
 from worker.cityscapes.manifest import ImageSpec
 from worker.cityscapes.reader import Item, decode_color_png, decode_ids_png
@@ -29,6 +28,8 @@ ANNOTATIONS_PER_IMAGE = 100_000  # COCO annotation ids: image id * this + k
 # Vertices read from one polygons.json (its size is bounded too: reader.MAX_POLYGONS_BYTES);
 # a Cityscapes frame has about 10,000.
 MAX_POLYGON_VERTICES = 1_000_000
+# The images pixels are read from, best first (each later one loses something).
+PIXEL_KINDS = ("instanceIds", "labelIds", "color")
 
 
 @dataclass
@@ -81,14 +82,25 @@ DOCUMENT_TAIL = "]}\n"
 
 def document_records(result: ImportedImage, image_id: int, output_format: str) -> list[str]:
     """The image's entries of the shapes (or annotations) list, as JSON texts."""
+    dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY  # a thousand records an image
     if output_format == "coco":
-        return [_json({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a})
-                for k, a in enumerate(result.shapes)]
-    return [_json({"image": image_id, **shape}) for shape in result.shapes]
+        return [dumps({"id": image_id * ANNOTATIONS_PER_IMAGE + k, "image_id": image_id, **a},
+                      option=option).decode() for k, a in enumerate(result.shapes)]
+    return [dumps({"image": image_id, **shape}, option=option).decode() for shape in result.shapes]
 
 
-def _json(value: dict[str, Any]) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+def pixel_kind(item: Item) -> str | None:
+    """The best image of the item to read pixel values from (None: it has none)."""
+    return next((kind for kind in PIXEL_KINDS if kind in item.members), None)
+
+
+def source_kinds(item: Item, shapes: str = "polygon", output_format: str = "manifest") -> list[str]:
+    """The members import_item reads for these options: the others need not be read (a color
+    PNG beside the instanceIds would cost another decompression for nothing)."""
+    if "polygons" in item.members and shapes == "polygon" and output_format == "manifest":
+        return ["polygons"]
+    kind = pixel_kind(item)
+    return [] if kind is None else [kind]
 
 
 def import_item(
@@ -111,14 +123,14 @@ def import_item(
         return ImportedImage(image, coco_annotations(ids, label_map, shapes, boxes, runs), warnings)
     out: list[dict[str, Any]] = []
     changed = 0
+    labels = _ValueLabels(label_map)
     if shapes == "mask":
         for z, segment in enumerate(segments(ids, boxes=boxes, runs=runs)):
-            out.append(_shape(segment.value, label_map, z, {"type": "mask", "rle": segment.rle}))
+            out.append(_shape(labels[segment.value], z, {"type": "mask", "rle": segment.rle}))
     else:
         regions, changed = trace_shapes(ids, boxes, runs)
-        for z, region in enumerate(regions):
-            points = region.polygon.reshape(-1)
-            out.append(_shape(region.value, label_map, z, {"type": "polygon", "points": points}))
+        for z, (value, polygon, _) in enumerate(regions):
+            out.append(_shape(labels[value], z, {"type": "polygon", "points": polygon.reshape(-1)}))
         if changed:
             warnings.append(
                 f"image {item.name!r}: the polygons redraw {changed} pixels differently"
@@ -190,14 +202,27 @@ def coco_annotations(
     return out
 
 
-def _shape(value: int, label_map: LabelMap, z: int, geometry: dict) -> dict[str, Any]:
-    class_id = value // 1000 if value >= 1000 else value
-    label = label_map.by_id(class_id)
-    assert label is not None  # _known_values dropped the rest
-    shape = {"label": label.name, "z_order": z, **geometry,
-             "attributes": {"is_crowd": value < 1000 and label.has_instances}}
-    if value >= 1000:
-        shape["instance"] = value % 1000
+class _ValueLabels(dict):
+    """(label name, is_crowd, instance number or None) of each pixel value, looked up once."""
+
+    def __init__(self, label_map: LabelMap):
+        super().__init__()
+        self.label_map = label_map
+
+    def __missing__(self, value: int) -> tuple[str, bool, int | None]:
+        label = self.label_map.by_id(_class_id(value))
+        assert label is not None  # _known_values dropped the rest
+        entry = (label.name, value < 1000 and label.has_instances,
+                 value % 1000 if value >= 1000 else None)
+        self[value] = entry
+        return entry
+
+
+def _shape(entry: tuple[str, bool, int | None], z: int, geometry: dict) -> dict[str, Any]:
+    name, crowd, instance = entry
+    shape = {"label": name, "z_order": z, **geometry, "attributes": {"is_crowd": crowd}}
+    if instance is not None:
+        shape["instance"] = instance
     return shape
 
 
@@ -246,6 +271,10 @@ def _from_polygons(item: Item, data: bytes, label_map: LabelMap) -> ImportedImag
     """Shapes of a polygons.json, checked as the manifest will check them: a size the export
     accepts, finite vertices within its coordinate range (an object with others is left out,
     warned), at most MAX_POLYGON_VERTICES vertices in all."""
+    # The export's module (its rasterizer, panoptic and PNG writers) is loaded for its limit only
+    # where polygons.json is read: tracing an image needs none of it (~15 ms of start-up).
+    from worker.cityscapes.export import MAX_COORDINATE
+
     member = item.members["polygons"]
     try:
         document = orjson.loads(data)  # refuses NaN, Infinity and 1e999 (json takes them)
@@ -272,7 +301,7 @@ def _from_polygons(item: Item, data: bytes, label_map: LabelMap) -> ImportedImag
             if label is None:
                 warnings.append(f"image {item.name!r}: object {z} of unknown label {name!r} skipped")
             continue
-        points = _polygon_points(obj.get("polygon") or [])
+        points = _polygon_points(obj.get("polygon") or [], MAX_COORDINATE)
         if points is None:
             warnings.append(
                 f"image {item.name!r}: object {z} ({name!r}): polygon is not a list of [x, y]"
@@ -290,7 +319,7 @@ def _from_polygons(item: Item, data: bytes, label_map: LabelMap) -> ImportedImag
     return ImportedImage(image, out, warnings)
 
 
-def _polygon_points(polygon: Any) -> list[float] | None:
+def _polygon_points(polygon: Any, limit: float) -> list[float] | None:
     """Flat x, y coordinates of a polygons.json polygon, or None if it is not one we can draw."""
     if not isinstance(polygon, list):
         return None
@@ -299,7 +328,7 @@ def _polygon_points(polygon: Any) -> list[float] | None:
         if not isinstance(point, list) or len(point) < 2:
             return None
         for v in point[:2]:
-            if type(v) not in (int, float) or not -MAX_COORDINATE <= v <= MAX_COORDINATE:
+            if type(v) not in (int, float) or not -limit <= v <= limit:
                 return None  # bool, text, NaN (fails both comparisons) or too far out
             points.append(float(v))
     return points

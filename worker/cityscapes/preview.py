@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from worker.cityscapes.importer import item_pixels
+from worker.cityscapes.importer import item_pixels, pixel_kind
 from worker.cityscapes.labels import Color, LabelMap
 from worker.cityscapes.png import encode_png
 from worker.cityscapes.reader import (
@@ -35,8 +35,6 @@ GREY = 128  # the background when the zip has no photo
 OUTLINE: Color = (255, 255, 255)
 UNKNOWN: Color = (255, 0, 255)  # class ids the label map lacks
 PANEL: Color = (32, 32, 32)
-# Best first: the first the item has is drawn (polygons.json alone would need rasterizing).
-PIXEL_KINDS = ("instanceIds", "labelIds", "color")
 # Larger images are drawn scaled down by a whole factor (every k-th mask pixel, the photo averaged
 # over k x k): a 10000x10000 image would otherwise take gigabytes to draw.
 MAX_SIDE = 2048
@@ -120,7 +118,7 @@ def preview_archive(archive: zipfile.ZipFile, image: str | None = None) -> Previ
     index = scan_archive(archive)
     item = choose_item(index.items, image)
     label_map = archive_label_map(archive, index.label_file)
-    best = next((kind for kind in PIXEL_KINDS if kind in item.members), None)
+    best = pixel_kind(item)  # polygons.json alone would need rasterizing
     files = {best: read_member(archive, item.members[best])} if best else {}
     size = png_size(files[best]) if best else None
     step = preview_step(*size) if size else 1

@@ -15,6 +15,8 @@ so COCO output traces along pixel edges instead (trace_edge_polygons).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,12 +26,11 @@ from worker.cityscapes.rle import encode_counts, encode_mask
 CORRECTION_ROUNDS = 2
 
 
-@dataclass(frozen=True)
-class Region:
-    """One connected component of one pixel value."""
+class Region(NamedTuple):
+    """One connected component of one pixel value (a tuple: an image has a thousand)."""
 
     value: int  # the pixel value (class id, or class_id * 1000 + k)
-    polygon: np.ndarray  # (N, 2) int vertices: pixel centres on the component's border
+    polygon: np.ndarray  # (N, 2) int32 vertices: pixel centres on the component's border
     area: float  # enclosed area of the outline, for drawing order
 
 
@@ -171,29 +172,70 @@ def trace_regions(
     """Outlines of every component of every value but `skip`, largest enclosed area first;
     `offset` places `ids` (a crop) in the whole image; `boxes` and `runs` are its value_boxes
     and value_runs if known."""
-    regions: list[Region] = []
+    values: list[int] = []
+    borders: list[np.ndarray] = []
+    _trace_borders(ids, skip, offset, boxes, runs, values, borders)
+    return _regions(values, borders)
+
+
+def _trace_borders(
+    ids: np.ndarray,
+    skip: tuple[int, ...],
+    offset: tuple[int, int],
+    boxes: dict[int, Box] | None,
+    runs: Runs | None,
+    values: list[int],
+    borders: list[np.ndarray],
+) -> None:
+    """The outer borders of every component of every value but `skip`, added to `borders`,
+    their values to `values`."""
     for value, (x0, y0, x1, y1) in value_parts(ids, boxes, skip, runs):
         crop = (ids[y0 : y1 + 1, x0 : x1 + 1] == value).view(np.uint8)
-        regions.extend(_outlines(crop, value, (x0 + offset[0], y0 + offset[1])))
-    regions.sort(key=lambda r: -r.area)
-    return regions
+        found = _outer_borders(crop, (x0 + offset[0], y0 + offset[1]))
+        values += [value] * len(found)
+        borders += found
 
 
-def _outlines(mask: np.ndarray, value: int, offset: tuple[int, int]) -> list[Region]:
+def _outer_borders(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
+    """findContours' outer borders of the mask's components, (N, 1, 2) int32 each; holes are
+    left out: their content is drawn by the regions inside them."""
     contours, hierarchy = cv2.findContours(
         mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset
     )
     if hierarchy is None:
         return []
-    out = []
-    # Holes are left out: their content is drawn by the regions inside them.
-    for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist():
-        contour = contours[i]
-        points = contour.reshape(-1, 2)
-        if len(points) < 3:  # a dot or a line: repeat the end, a polygon the rasterizer draws
-            points = np.concatenate([points, points[-1:].repeat(3 - len(points), axis=0)])
-        out.append(Region(value, points, float(cv2.contourArea(contour))))
-    return out
+    if len(contours) == 1:
+        return list(contours)
+    return [contours[i] for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()]
+
+
+_AREA = attrgetter("area")
+
+
+def _regions(values: list[int], borders: list[np.ndarray]) -> list[Region]:
+    """Regions of these borders, largest enclosed area first (equal areas in the order given).
+
+    The areas are cv2.contourArea's, all at once (shoelace sums of integer vertices: exact); a
+    dot or a line (half the regions of a jagged scene) gets its end repeated, a polygon the
+    rasterizer draws."""
+    if not borders:
+        return []
+    lengths = np.fromiter(map(len, borders), np.int64, len(borders))
+    starts = np.cumsum(lengths) - lengths
+    points = np.concatenate(borders).reshape(-1, 2)
+    following, _ = _rings(lengths)
+    x, y = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
+    twice = np.add.reduceat(x * y[following] - x[following] * y, starts)
+    polygons = [border.reshape(-1, 2) for border in borders]
+    short = np.flatnonzero(lengths < 3)
+    if len(short):
+        ends = starts[short] + lengths[short] - 1
+        padded = points[np.minimum(starts[short, None] + np.arange(3), ends[:, None])]
+        for i, polygon in zip(short.tolist(), padded):
+            polygons[i] = polygon
+    regions = list(map(Region, values, polygons, (np.abs(twice) / 2).tolist()))
+    regions.sort(key=_AREA, reverse=True)  # stable, as reversed keys are
+    return regions
 
 
 # Chain code of a step (dx, dy) between 8-neighbours, y pointing down: its angle / 45 degrees,
@@ -313,10 +355,14 @@ def redraw(
     trip goes through the real export.
     """
     drawn = np.zeros(shape, dtype) if under is None else under.copy()
-    for region in regions:
-        cv2.fillPoly(drawn, [region.polygon.astype(np.int32, copy=False)], int(region.value),
-                     lineType=cv2.LINE_8)
+    _draw(drawn, regions)
     return drawn
+
+
+def _draw(drawn: np.ndarray, regions: list[Region]) -> None:
+    for value, polygon, _ in regions:
+        cv2.fillPoly(drawn, [polygon.astype(np.int32, copy=False)], int(value),
+                     lineType=cv2.LINE_8)
 
 
 def trace_shapes(
@@ -339,7 +385,7 @@ def trace_shapes(
             return regions, 0
         fixes = _trace_misses(ids, wrong)
         regions += fixes
-        drawn = redraw(ids.shape, fixes, under=drawn)
+        _draw(drawn, fixes)
     return regions, int(np.count_nonzero(ids != drawn))
 
 
@@ -347,33 +393,61 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
     """Regions of the true values of the wrongly drawn pixels, largest enclosed area first.
 
     They are few and scattered over the whole image: each 8-connected group of them is found by
-    its outline and traced in its own box, a lone pixel (most groups) without tracing, a group
-    of several values (rare) value by value as trace_regions traces an image.
+    its outline. A group of one value (where no two neighbouring wrong pixels differ: nearly
+    always) is that outline, as tracing it in its own box would find it again; otherwise each
+    group is traced in its own box, a group of several values value by value as trace_regions
+    traces an image.
     """
     groups, hierarchy = cv2.findContours(
         wrong.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
     )
-    regions = []
-    for group, (_, _, _, parent) in zip(groups, hierarchy[0]):
-        if parent != -1:
-            continue  # a hole in a group: what lies in it is a group of its own
+    # A hole in a group is left out: what lies in it is a group of its own.
+    outer = [groups[i] for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()]
+    if not _mixed_neighbours(ids, wrong):
+        firsts = np.concatenate([group[0] for group in outer])
+        return _regions(ids[firsts[:, 1], firsts[:, 0]].tolist(), outer)
+    values: list[int] = []
+    borders: list[np.ndarray] = []
+    for group in outer:
         x, y = group[0, 0].tolist()
         if len(group) == 1:
-            regions.append(Region(int(ids[y, x]), group.reshape(1, 2).repeat(3, axis=0), 0.0))
+            values.append(int(ids[y, x]))
+            borders.append(group)
             continue
         x0, y0, w, h = cv2.boundingRect(group)
         box = (slice(y0, y0 + h), slice(x0, x0 + w))
         _, labels = cv2.connectedComponents(wrong[box].view(np.uint8), connectivity=8)
         own = labels == labels[y - y0, x - x0]  # other groups may lie in the box too
-        values = ids[box]
-        value = values[y - y0, x - x0]
-        if np.all(values[own] == value):
-            regions.extend(_outlines(own.view(np.uint8), int(value), (x0, y0)))
+        pixels = ids[box]
+        value = pixels[y - y0, x - x0]
+        if np.all(pixels[own] == value):
+            found = _outer_borders(own.view(np.uint8), (x0, y0))
+            values += [int(value)] * len(found)
+            borders += found
         else:
-            misses = np.where(own, values.astype(np.int64), -1)
-            regions.extend(trace_regions(misses, skip=(-1,), offset=(x0, y0)))
-    regions.sort(key=lambda r: -r.area)
-    return regions
+            misses = np.where(own, pixels.astype(np.int64), -1)
+            _trace_borders(misses, (-1,), (x0, y0), None, None, values, borders)
+    return _regions(values, borders)
+
+
+# Half of the 8 neighbours (right, down-left, down, down-right): each pair is looked at once.
+_NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _mixed_neighbours(ids: np.ndarray, wrong: np.ndarray) -> bool:
+    """Whether two 8-neighbouring wrong pixels have different values (then some group of them
+    has several), looked at the wrong pixels only."""
+    height, width = ids.shape
+    at = np.flatnonzero(wrong)
+    rows, cols = np.divmod(at, width)
+    flat_ids, flat_wrong = ids.reshape(-1), wrong.reshape(-1)
+    values = flat_ids[at]
+    for dy, dx in _NEIGHBOURS:
+        inside = (rows + dy < height) & (cols + dx >= 0) & (cols + dx < width)
+        near = at[inside] + (dy * width + dx)
+        if np.any(flat_wrong[near] & (flat_ids[near] != values[inside])):
+            return True
+    return False
 
 
 def segments(
