@@ -44,7 +44,9 @@ def base() -> dict:
             "images": images, "shapes": shapes}
 
 
-def write(path: Path, manifest: dict, **style) -> Path:
+def write(path: Path, manifest: dict, shapes_first: bool = False, **style) -> Path:
+    if shapes_first:  # read in two passes: the shapes are met before the images are known
+        manifest = {"shapes": manifest["shapes"], **manifest}
     path.write_text(json.dumps(manifest, **style))
     return path
 
@@ -118,7 +120,8 @@ EDITS = [moved, added, removed, relabelled, reordered, taller, mask_image_resize
          broken_shape, unchanged]
 
 
-@pytest.mark.parametrize("style", [{}, {"indent": 2}, {"separators": (",", ":")}])
+@pytest.mark.parametrize("style", [{}, {"indent": 2}, {"separators": (",", ":")},
+                                   {"shapes_first": True}])
 @pytest.mark.parametrize("edit", EDITS, ids=lambda e: e.__name__)
 def test_the_memo_changes_nothing_the_reading_comes_to(tmp_path, edit, style):
     memo = learnt(tmp_path, base())
