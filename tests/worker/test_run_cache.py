@@ -29,12 +29,13 @@ def scene():
     return make_manifest(IMAGES, width=256, height=128, seed=21, objects=8, stuff_vertices=16)
 
 
-def export(tmp_path: Path, manifest: dict, name: str, cache: Path | None, **spec) -> tuple[dict, bytes]:
+def export(tmp_path: Path, manifest: dict, name: str, cache: Path | None, jobs: int = 1,
+           **spec) -> tuple[dict, bytes]:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(manifest))
     output = tmp_path / f"{name}.zip"
     result = run_export(parse_export_spec({"annotations": str(path), "output": str(output), **spec}),
-                        jobs=1, cache=str(cache) if cache else None)
+                        jobs=jobs, cache=str(cache) if cache else None)
     return result, output.read_bytes()
 
 
@@ -137,6 +138,19 @@ def test_damaged_entries_are_drawn_again_and_replaced_never_shipped(tmp_path, sc
     assert got == expected
     third, _ = export(tmp_path, scene, "third", cache)
     assert third["images_cached"] == IMAGES  # replaced by whole entries
+
+
+def test_pool_processes_build_the_shapes_the_memo_left_unbuilt(tmp_path, scene):
+    """With two processes, the edited image's shapes (two of them from the memo, left unbuilt
+    in the manifest file) are built in a pool process, from the file the parent read."""
+    cache = tmp_path / "cache"
+    export(tmp_path, scene, "first", cache, jobs=2)
+    edited = copy.deepcopy(scene)
+    moved(edited)
+    added(edited)
+    again, got = export(tmp_path, edited, "again", cache, jobs=2)
+    assert (again["images_drawn"], again["images_cached"]) == (1, IMAGES - 1)
+    assert got == export(tmp_path, edited, "full", None, jobs=2)[1]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "replaced by another memo"])
