@@ -745,7 +745,7 @@ class _ManifestReader:
         self.new: ShapeMemo | None = ShapeMemo() if self.recall else None  # and this one
         self.pending = PendingShapes()
         self._by_text: dict[bytes, int | None] = {}  # image ids as JSON text -> position
-        self._texts: dict[bytes, bytes] = {}  # one object for each image id's text
+        self._texts: dict[int | str, bytes] = {}  # each image id's JSON text, made once
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -983,9 +983,10 @@ class _ManifestReader:
                 stored["box"] = spec.box
             rle = json.dumps(stored)
         elif self.new is not None:  # valid whatever its image's width: a memo may vouch for it
-            text = json.dumps(spec.image).encode()
-            self.new.add(entry.digest, self._texts.setdefault(text, text), spec.z_order,
-                         record.height, edge_rows)
+            text = self._texts.get(spec.image)
+            if text is None:
+                text = self._texts[spec.image] = json.dumps(spec.image).encode()
+            self.new.add(entry.digest, text, spec.z_order, record.height, edge_rows)
         return (
             image_index,
             i,
