@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -158,12 +159,22 @@ def _stop(pool: ProcessPoolExecutor, processes: dict[int, multiprocessing.Proces
     pool.shutdown(wait=True)
 
 
+def _exit_code(process: multiprocessing.Process, wait: float = 1.0) -> int | None:
+    """How a process ended, None if it has not. The pool's own thread may be reaping it at
+    the same time: a join then returns early, finding the child gone, before that thread has
+    recorded the code, which it does a moment later."""
+    deadline = time.monotonic() + wait
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.exitcode
+
+
 def _died(processes: dict, slots: Any, items: Sequence, describe: Callable) -> PoolProcessDied:
     """The error naming what the dead process was on. The pool terminates the others
     (SIGTERM) once one dies, so the dead one is the one that ended otherwise."""
     for process in processes.values():
         process.join(timeout=10)
-    ends = {pid: process.exitcode for pid, process in processes.items()}
+    ends = {pid: _exit_code(process) for pid, process in processes.items()}
     dead = [pid for pid, code in ends.items() if code not in (None, -signal.SIGTERM)]
     dead = dead or list(ends)
     on = {slots[i]: slots[i + 1] for i in range(0, len(slots), 2)}
