@@ -97,8 +97,18 @@ def export_dataset(cluster, tmp_path, prefix: str, images: int):
     return spec, local.read_bytes()
 
 
+def job_lines(cluster, job_id: str, tail: int = 80) -> str:
+    """What each worker's log says of the job and of leases, for a failure's message."""
+    out = []
+    for name in cluster.procs:
+        lines = [line for line in cluster.log(name).splitlines()
+                 if job_id in line or "lease" in line.lower() or "taken over" in line]
+        out += [f"--- {name}", *lines[-tail:]]
+    return "\n".join(out)
+
+
 def assert_whole(cluster, job_id: str, final: dict, images: int, chunks: int) -> None:
-    assert final["state"] == "SUCCESS", final
+    assert final["state"] == "SUCCESS", f"{final}\n{job_lines(cluster, job_id)}"
     assert (final["done"], final["total"], final["images_done"]) == (chunks, chunks, images)
     assert final["result"]["images"] == images
     assert cluster.staged(job_id) == []
