@@ -125,7 +125,7 @@ def _kept_chunks(spec: ExportSpec, job: ImageJob, manifest: Manifest, chunks: li
 
     def refs(index: int, indices: list[int]) -> tuple[int, list[int], list[str]]:
         lazy = [LazyShapes.stored(manifest.store, i) for i in indices]  # SQLite: this thread
-        keys = [job.cache_key(manifest.images[i], shapes.identities)
+        keys = [job.cache_key(manifest.images[i], shapes.identities())
                 for i, shapes in zip(indices, lazy)]
         return index, [k for shapes in lazy for k in shapes.indices], keys
 

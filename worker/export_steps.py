@@ -82,21 +82,21 @@ class ExportTally:
 
 @dataclass
 class LazyShapes:
-    """An image's shapes as a cache key needs them (places in the manifest and identities, in
-    drawing order), and how to build them should the image be drawn."""
+    """An image's shapes as a cache key needs them (places in the manifest, and identities
+    made when asked for, in drawing order), and how to build them should the image be drawn."""
 
     indices: list[int]
-    identities: list
+    identities: Callable[[], list]
     build: Callable[[], list[Shape]]
 
     @classmethod
     def of(cls, shapes: list[Shape]) -> LazyShapes:
-        return cls([s.index for s in shapes], shape_identities(shapes), lambda: shapes)
+        return cls([s.index for s in shapes], partial(shape_identities, shapes), lambda: shapes)
 
     @classmethod
     def stored(cls, store: ShapeStore, image_index: int) -> LazyShapes:
         indices, identities = store.refs_of(image_index)
-        return cls(indices, identities, partial(store.shapes_of, image_index))
+        return cls(indices, lambda: identities, partial(store.shapes_of, image_index))
 
 
 @dataclass(frozen=True)
@@ -171,18 +171,17 @@ class ImageJob:
         (and left in the cache). `key`: the image's cache_key, when known already. Shapes
         given lazily are built only to be drawn."""
         lazy = shapes if isinstance(shapes, LazyShapes) else LazyShapes.of(shapes)
-        if cache is not None and key is None:
-            key = self.cache_key(image, lazy.identities)
-        indices = lazy.indices
         if cache is not None:
-            hit = cache.get(key, indices)
+            if key is None:  # the shapes' identities are made only for a key
+                key = self.cache_key(image, lazy.identities())
+            hit = cache.get(key, lazy.indices)
             if hit is not None:
                 return ImageRun(*hit, cached=True)
-        shapes = lazy.build()
-        result = self.run(image, shapes)
+        result = self.run(image, lazy.build())
         blob, records = encode_entries(result.parts)
         if cache is not None:
-            cache.put(key, blob, records, result.objects, result.warnings, indices, result.panoptic)
+            cache.put(key, blob, records, result.objects, result.warnings, lazy.indices,
+                      result.panoptic)
         return ImageRun(blob, records, result.objects, result.warnings, result.panoptic)
 
     @cached_property
