@@ -348,7 +348,7 @@ class ShapeStore:
             " WHERE image = ? ORDER BY z, seq",
             (image_index,),
         )
-        return sorted([
+        shapes = [
             Shape(
                 index=seq,
                 label=label,
@@ -361,7 +361,11 @@ class ShapeStore:
                 digest=digest,
             )
             for seq, label, kind, z, crowd, instance, points, rle, digest in rows
-        ] + self._built_pending(image_index), key=lambda shape: (shape.z_order, shape.index))
+        ]
+        pending = self._built_pending(image_index)
+        if not pending:
+            return shapes  # in drawing order already
+        return sorted(shapes + pending, key=lambda shape: (shape.z_order, shape.index))
 
     def _built_pending(self, image_index: int) -> list[Shape]:
         """The image's pending entries, read again from the manifest and built. They were valid
@@ -375,9 +379,8 @@ class ShapeStore:
             for seq, offset, size, digest in zip(pending.seq[at].tolist(),
                                                  pending.offset[at].tolist(),
                                                  pending.size[at].tolist(), pending.digest[at]):
-                data = os.pread(stream.fileno(), size, offset)
-                if xxhash.xxh3_128_digest(data) != bytes(digest):
-                    raise ManifestError(self.source, [f"shapes[{seq}]: changed while being read"])
+                data = entry_bytes(stream.fileno(), offset, size, bytes(digest), self.source,
+                                   f"shapes[{seq}]")
                 spec = ShapeSpec.model_validate(json.loads(data))
                 shapes.append(Shape(seq, spec.label, spec.type, spec.z_order, spec.is_crowd,
                                     spec.instance, np.asarray(spec.points, np.float64), None,
@@ -622,6 +625,16 @@ class TopLevelValues:
         if prefix.endswith(".item") and not isinstance(value, Entry):
             return prefix, Entry(value, value_digest(value), None, 0)
         return prefix, value
+
+
+def entry_bytes(fd: int, offset: int, size: int, digest: bytes, source: str,
+                place: str | None = None) -> bytes:
+    """An entry's bytes read again from the file, refused unless they are the ones read."""
+    data = os.pread(fd, size, offset)
+    if xxhash.xxh3_128_digest(data) != digest:
+        raise ManifestError(source, [f"{place}: changed while being read" if place
+                                     else "changed while being read"])
+    return data
 
 
 def value_digest(value: Any) -> bytes:
@@ -915,10 +928,9 @@ class _ManifestReader:
 
     def _built(self, entry: Entry) -> Any:
         """An entry left unbuilt, read again and built."""
-        data = os.pread(self.stream.fileno(), entry.size, entry.offset)
-        if xxhash.xxh3_128_digest(data) != entry.digest:
-            raise ManifestError(self.source, ["changed while being read"])
-        return json.loads(data)
+        assert entry.offset is not None
+        return json.loads(entry_bytes(self.stream.fileno(), entry.offset, entry.size,
+                                      entry.digest, self.source))
 
     def _add_known(self, i: int, entry: Entry, text: bytes, image_index: int, z: int,
                    edge_rows: int, shapes_of: np.ndarray, rows_of: np.ndarray) -> None:

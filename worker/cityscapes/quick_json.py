@@ -174,8 +174,6 @@ class QuickValues:
         self._text.clear()
         whole = len(closes)
         if whole:
-            if int((closes - opens[:whole]).max()) + 1 > self.max_entry:
-                raise Unsure
             gaps = opens[1:] - closes[: len(opens) - 1]
             if len(gaps) and int(gaps.max()) > MAX_GAP:
                 raise Unsure
@@ -216,9 +214,10 @@ class QuickValues:
         pieces, places = self._pieces, self._places
         self._pieces, self._places, self._size = [], [], 0
         digests = [xxhash.xxh3_128_digest(p) for p in pieces] if self.entries else []
-        built = pieces
+        known = [False] * len(pieces)
         if self.known is not None and section in self.wanted:
-            built = [p for p, d in zip(pieces, digests) if not self.known(d)]
+            known = [self.known(d) for d in digests]
+        built = [p for p, k in zip(pieces, known) if not k]
         batch = b"[" + b",".join(built) + b"]"
         try:
             if _has_long_number(batch):
@@ -233,7 +232,7 @@ class QuickValues:
             return [(section, value) for value in values]
         if len(built) < len(pieces):  # the known ones were not built
             values = iter(values)
-            values = [None if self.known(d) else next(values) for d in digests]
+            values = [None if k else next(values) for k in known]
         return [(section, Entry(value, digest, place, len(piece)))
                 for value, digest, place, piece in zip(values, digests, places, pieces)]
 
