@@ -17,6 +17,7 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ from PIL import Image
 
 from worker.cityscapes.labels import LabelMap, parse_label_color_txt
 from worker.cityscapes.manifest import MAX_PIXELS, check_relative_path
+from worker.cityscapes.png import decode_grey
 from worker.errors import ClientError
 
 KNOWN_SUBSETS = frozenset({"train", "val", "test", "default", "train_extra", "trainextra"})
@@ -268,10 +270,17 @@ def check_png_chunks(data: bytes, member: str) -> None:
         at = end
 
 
-def _decode(data: bytes, member: str, modes: tuple[str, ...] | None, convert: str | None) -> np.ndarray:
-    """Pixels of an image member, its size checked before decoding. Pillow, not libpng: libpng
-    prints its warnings to stderr itself; Pillow's (warnings.warn) are silenced here, and a broken
-    or truncated file raises, which becomes one line naming the member."""
+def _decode(
+    data: bytes,
+    member: str,
+    modes: tuple[str, ...] | None,
+    convert: str | None,
+    plain: Callable[[bytes], np.ndarray | None] | None = None,
+) -> np.ndarray:
+    """Pixels of an image member, its size checked before decoding: by `plain`, a decoder of the
+    common PNGs, once its chunks are checked, unless it declines; else by Pillow, not libpng:
+    libpng prints its warnings to stderr itself; Pillow's (warnings.warn) are silenced here, and a
+    broken or truncated file raises, which becomes one line naming the member."""
     size = png_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise ArchiveError(
@@ -280,6 +289,9 @@ def _decode(data: bytes, member: str, modes: tuple[str, ...] | None, convert: st
         )
     if size is not None:
         check_png_chunks(data, member)
+        pixels = None if plain is None else plain(data)
+        if pixels is not None:
+            return pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -312,7 +324,7 @@ def _decode(data: bytes, member: str, modes: tuple[str, ...] | None, convert: st
 
 def decode_ids_png(data: bytes, member: str) -> np.ndarray:
     """A grey 8- or 16-bit PNG as an (H, W) uint8 or uint16 array."""
-    pixels = _decode(data, member, ("L", "I;16", "I;16B", "I;16L", "I"), None)
+    pixels = _decode(data, member, ("L", "I;16", "I;16B", "I;16L", "I"), None, decode_grey)
     if pixels.ndim != 2:
         raise ArchiveError(f"member {member!r}: cannot be decoded as a grey image")
     if pixels.dtype.kind == "i":  # mode I: 32-bit, but only ids up to 16 bits are images' values
