@@ -2,6 +2,8 @@
 (COCO output), Pillow's polygon fill (the export's and the official scripts') for outlines through
 pixel centres, and pycocotools' RLE decoder for masks."""
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -334,3 +336,58 @@ def test_runs_are_the_horizontal_stretches_of_one_value_grouped_by_value_in_imag
     assert list(zip(values.tolist(), rows.tolist(), cols.tolist(), ends.tolist())) == [
         (1, 0, 0, 1), (1, 2, 1, 2), (2, 0, 2, 3), (2, 1, 0, 3), (3, 2, 0, 0), (3, 2, 3, 3)]
     assert firsts.tolist() == [0, 2, 4]
+
+
+def runs_by_rows(ids: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The runs as a person would list them, a row at a time, then grouped by value (a stable
+    sort keeps image order within a value)."""
+    runs = []
+    for row, line in enumerate(ids.tolist()):
+        col = 0
+        for value, group in itertools.groupby(line):
+            length = len(list(group))
+            runs.append((value, row, col, col + length - 1))
+            col += length
+    return sorted(runs, key=lambda run: run[0])
+
+
+RUN_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64]
+
+
+@pytest.mark.parametrize("dtype", RUN_DTYPES)
+def test_runs_of_every_integer_type_and_width(dtype):
+    """Widths around the 16-byte blocks the scan compares at once; few values and long runs,
+    many values and short ones; the extremes of the type."""
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    for width in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100]:
+        for values in (np.array([info.min, 0, 1, info.max]), rng.integers(0, 1 << 7, 50)):
+            choice = rng.integers(0, len(values), (6, width))
+            ids = values.astype(dtype)[choice]
+            ids[:, width // 2 :] = ids[:, width // 2 : width // 2 + 1]  # a long run a row
+            got = trace.value_runs(ids)
+            assert all(a.dtype == np.int64 for a in got)
+            assert list(zip(*(a.tolist() for a in got[:4]))) == runs_by_rows(ids)
+
+
+def test_runs_of_values_too_far_apart_for_counting_are_sorted_all_the_same():
+    rng = np.random.default_rng(6)
+    ids = rng.choice(np.array([-(1 << 62), -3, 0, 5, 1 << 40, (1 << 62) + 7]), (20, 33))
+    values, rows, cols, ends, firsts = trace.value_runs(ids)
+    got = list(zip(values.tolist(), rows.tolist(), cols.tolist(), ends.tolist()))
+    assert got == runs_by_rows(ids)
+    assert values[firsts].tolist() == sorted(set(ids.ravel().tolist()))
+
+
+def test_runs_of_a_crop_are_those_of_its_pixels():
+    ids = np.random.default_rng(7).integers(0, 3, (30, 40)).astype(np.uint16)
+    crop = ids[5:20:2, 3:31]  # not contiguous
+    got = trace.value_runs(crop)
+    assert list(zip(*(a.tolist() for a in got[:4]))) == runs_by_rows(crop)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 3), np.uint64), np.zeros((3, 3), float),
+                                 np.zeros(9, np.uint16), np.zeros((3, 3), bool)])
+def test_runs_want_a_2d_image_of_integers(bad):
+    with pytest.raises(TypeError, match="2-D integer image"):
+        trace.value_runs(bad)
