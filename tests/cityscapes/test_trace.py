@@ -14,6 +14,7 @@ from worker.cityscapes import trace
 from worker.cityscapes.importer import coco_annotations
 from worker.cityscapes.labels import LabelMap
 from worker.cityscapes.trace import (
+    Region,
     redraw,
     segments,
     trace_edge_polygons,
@@ -227,6 +228,25 @@ def test_dots_and_lines_trace_as_polygons_of_three_vertices_the_fewest_the_expor
     ids = grid(".... .#.. .... 2222")
     assert [(r.value, r.polygon.tolist()) for r in trace_regions(ids)] == [
         (1, [[1, 1], [1, 1], [1, 1]]), (2, [[0, 3], [3, 3], [3, 3]])]
+
+
+def test_regions_without_area_redraw_as_pillow_draws_them():
+    """Dots, lines in all eight directions, collinear triples and an L, drawn last as regions
+    without area are: redraw sets the dots and lines at once, and must paint Pillow's pixels."""
+    polygons = [
+        [[3, 3], [3, 3], [3, 3]],  # a dot
+        *([[x, y], [x + dx * 4, y + dy * 4], [x + dx * 4, y + dy * 4]]  # apart, as components are
+          for (dx, dy), (x, y) in zip([(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1),
+                                       (1, -1)], [(30, 5), (30, 15), (30, 25), (45, 5), (45, 15),
+                                                  (45, 25), (55, 10), (55, 25)])),
+        [[20, 2], [22, 2], [25, 2]],  # collinear, no end repeated
+        [[20, 6], [20, 9], [20, 7]],
+        [[2, 20], [2, 24], [6, 24], [2, 24]],  # an L, out and back
+    ]
+    regions = [Region(k + 1, np.array(p, np.int32), 0.0) for k, p in enumerate(polygons)]
+    drawn = pillow_polygons((32, 64), ((r.polygon.ravel(), r.value) for r in regions))
+    assert len(np.unique(drawn)) == len(regions) + 1  # each drawn, none over another
+    assert np.array_equal(redraw((32, 64), regions), drawn)
 
 
 def test_redraw_paints_in_the_type_asked_for():
