@@ -142,7 +142,7 @@ def components(mask: np.ndarray) -> int:
 def check_traced_shapes(ids: np.ndarray, missed_pixels: int = 0) -> None:
     """trace_shapes redraws ids with Pillow but for the pixels it says it misses, and OpenCV's
     redraw agrees with Pillow."""
-    regions, missed = trace_shapes(ids, value_boxes(ids))
+    regions, missed = trace_shapes(ids)
     drawn = pillow_polygons(ids.shape, ((r.polygon.ravel(), r.value) for r in regions))
     assert missed == np.count_nonzero(drawn != ids) == missed_pixels
     assert np.array_equal(redraw(ids.shape, regions), drawn)
@@ -178,6 +178,41 @@ def test_traced_shapes_of_random_images_redraw_exactly_with_pillow():
     for _ in range(200):
         height, width = rng.integers(1, 12, 2)
         check_traced_shapes(rng.integers(0, rng.integers(2, 5), (height, width)).astype(np.int32))
+
+
+def findcontours_outlines(ids: np.ndarray, skip: int) -> list[tuple[int, list]]:
+    """(value, outer border) pairs as OpenCV traces them on each value's mask, in its order."""
+    out = []
+    for value in np.unique(ids).tolist():
+        if value == skip:
+            continue
+        contours, hierarchy = cv2.findContours((ids == value).view(np.uint8), cv2.RETR_CCOMP,
+                                               cv2.CHAIN_APPROX_SIMPLE)
+        out += [(value, contours[i].reshape(-1, 2).tolist())
+                for i in np.flatnonzero(hierarchy[0, :, 3] == -1)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int32, np.int64])
+def test_outer_borders_are_those_findcontours_traces_on_each_value(dtype):
+    """Every component of every value at once, as OpenCV traces each value's mask: the same
+    vertices, from the same first one, in the same order."""
+    rng = np.random.default_rng(12)
+    for _ in range(400):
+        height, width = rng.integers(1, 16, 2)
+        ids = rng.integers(-1, rng.integers(1, 5), (height, width)).astype(dtype)
+        values, borders = trace._outer_outlines(ids, (0,), (0, 0), None)
+        assert list(zip(values, (b.tolist() for b in borders))) == findcontours_outlines(ids, 0)
+
+
+def test_outer_borders_of_jagged_scenes_are_those_findcontours_traces():
+    for seed in range(3):
+        scene = jagged_polygons_json(seed, width=320, height=160, segments=60)
+        ids = pillow_polygons((160, 320), (
+            (np.asarray(o["polygon"], float).ravel(), k % 7 * 1000 + k)
+            for k, o in enumerate(scene["objects"])))
+        values, borders = trace._outer_outlines(ids, (0,), (0, 0), None)
+        assert list(zip(values, (b.tolist() for b in borders))) == findcontours_outlines(ids, 0)
 
 
 def test_outlines_of_a_crop_are_placed_by_the_offset():

@@ -128,7 +128,7 @@ def import_item(
         for z, segment in enumerate(segments(ids, boxes=boxes, runs=runs)):
             out.append(_shape(labels[segment.value], z, {"type": "mask", "rle": segment.rle}))
     else:
-        regions, changed = trace_shapes(ids, boxes, runs)
+        regions, changed = trace_shapes(ids, runs)
         for z, (value, polygon, _) in enumerate(regions):
             out.append(_shape(labels[value], z, {"type": "polygon", "points": polygon.reshape(-1)}))
         if changed:

@@ -23,6 +23,7 @@ import numpy as np
 
 from worker.cityscapes._fill import fill as fill_regions
 from worker.cityscapes._runs import scan as scan_runs
+from worker.cityscapes._trace import outlines as trace_outlines
 from worker.cityscapes.rle import encode_counts, encode_mask
 
 CORRECTION_ROUNDS = 2
@@ -45,8 +46,9 @@ class Segment:
 
 
 # A value whose box is this large and at most 1/SPARSE_RATIO full (two pixels at opposite corners,
-# say) is traced in the gap-free parts of its box: cropping whole boxes made 10,000 such
-# instances take minutes (measured).
+# say) is traced along pixel edges (COCO) in the gap-free parts of its box: cropping whole boxes
+# made 10,000 such instances take minutes (measured). Outlines through pixel centres are traced
+# for the whole image at once (_trace.c) and need no boxes.
 SPARSE_AREA = 1 << 14
 SPARSE_RATIO = 8
 
@@ -154,54 +156,50 @@ def trace_regions(
     ids: np.ndarray,
     skip: tuple[int, ...] = (0,),
     offset: tuple[int, int] = (0, 0),
-    boxes: dict[int, tuple[int, int, int, int]] | None = None,
     runs: Runs | None = None,
 ) -> list[Region]:
     """Outlines of every component of every value but `skip`, largest enclosed area first;
-    `offset` places `ids` (a crop) in the whole image; `boxes` and `runs` are its value_boxes
-    and value_runs if known."""
-    values: list[int] = []
-    borders: list[np.ndarray] = []
-    _trace_borders(ids, skip, offset, boxes, runs, values, borders)
+    `offset` places `ids` (a crop) in the whole image; `runs` are its value_runs if known."""
+    values, borders = _outer_outlines(ids, skip, offset, runs)
     return _regions(values, borders)
 
 
-def _trace_borders(
-    ids: np.ndarray,
-    skip: tuple[int, ...],
-    offset: tuple[int, int],
-    boxes: dict[int, Box] | None,
-    runs: Runs | None,
-    values: list[int],
-    borders: list[np.ndarray],
-) -> None:
-    """The outer borders of every component of every value but `skip`, added to `borders`,
-    their values to `values`."""
-    for value, (x0, y0, x1, y1) in value_parts(ids, boxes, skip, runs):
-        crop = (ids[y0 : y1 + 1, x0 : x1 + 1] == value).view(np.uint8)
-        found = _outer_borders(crop, (x0 + offset[0], y0 + offset[1]))
-        values += [value] * len(found)
-        borders += found
+def _outer_outlines(
+    ids: np.ndarray, skip: tuple[int, ...], offset: tuple[int, int], runs: Runs | None
+) -> tuple[list[int], list[np.ndarray]]:
+    """The outer border of every component of every value but `skip`, as findContours traces
+    it (_trace.c, all at once), and its value: by value, and within a value in the order
+    findContours lists them (the last found first)."""
+    ids = np.ascontiguousarray(ids)
+    values, rows, cols, ends, _ = value_runs(ids) if runs is None else runs
+    table, vertices, count = trace_outlines(ids, values, rows, cols, ends,
+                                            tuple(int(v) for v in skip))
+    found, _, _, lengths = np.frombuffer(table, np.int64).reshape(4, count)
+    points = np.frombuffer(vertices, np.int32).reshape(-1, 2)
+    if offset != (0, 0):
+        points = points + np.array(offset, np.int32)
+    order = np.lexsort((-np.arange(count), found)).tolist()
+    borders = np.split(points, np.cumsum(lengths)[:-1]) if count else []
+    return found[order].tolist(), [borders[i] for i in order]
 
 
-def _outer_borders(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
-    """findContours' outer borders of the mask's components, (N, 1, 2) int32 each; holes are
+def _outer_borders(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
+    """findContours' outer borders of the mask's components, (N, 2) int32 each; holes are
     left out: their content is drawn by the regions inside them."""
     contours, hierarchy = cv2.findContours(
         mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE, offset=offset
     )
     if hierarchy is None:
         return []
-    if len(contours) == 1:
-        return list(contours)
-    return [contours[i] for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()]
+    outer = np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()
+    return [contours[i].reshape(-1, 2) for i in outer]
 
 
 _AREA = attrgetter("area")
 
 
 def _regions(values: list[int], borders: list[np.ndarray]) -> list[Region]:
-    """Regions of these borders, largest enclosed area first (equal areas in the order given).
+    """Regions of these borders ((N, 2) int32 each), largest enclosed area first (equal areas in the order given).
 
     The areas are cv2.contourArea's, all at once (shoelace sums of integer vertices: exact); a
     dot or a line (half the regions of a jagged scene) gets its end repeated, a polygon the
@@ -210,11 +208,11 @@ def _regions(values: list[int], borders: list[np.ndarray]) -> list[Region]:
         return []
     lengths = np.fromiter(map(len, borders), np.int64, len(borders))
     starts = np.cumsum(lengths) - lengths
-    points = np.concatenate(borders).reshape(-1, 2)
+    points = np.concatenate(borders)
     following, _ = _rings(lengths)
     x, y = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
     twice = np.add.reduceat(x * y[following] - x[following] * y, starts)
-    polygons = [border.reshape(-1, 2) for border in borders]
+    polygons = list(borders)
     short = np.flatnonzero(lengths < 3)
     if len(short):
         ends = starts[short] + lengths[short] - 1
@@ -361,11 +359,7 @@ def _draw(drawn: np.ndarray, regions: list[Region]) -> None:
     )
 
 
-def trace_shapes(
-    ids: np.ndarray,
-    boxes: dict[int, tuple[int, int, int, int]] | None = None,
-    runs: Runs | None = None,
-) -> tuple[list[Region], int]:
+def trace_shapes(ids: np.ndarray, runs: Runs | None = None) -> tuple[list[Region], int]:
     """Regions (in drawing order) that redraw `ids`; and how many pixels they still miss.
 
     Value 0 (background) becomes a region only where it must cover a wrongly drawn pixel.
@@ -373,7 +367,7 @@ def trace_shapes(
     """
     # Drawn in the ids' own type (16-bit for instanceIds): at 16384x16384 every byte a pixel
     # is 268 MB.
-    regions = trace_regions(ids, boxes=boxes, runs=runs)
+    regions = trace_regions(ids, runs=runs)
     drawn = redraw(ids.shape, regions, dtype=ids.dtype)
     for _ in range(CORRECTION_ROUNDS):
         wrong = ids != drawn
@@ -394,18 +388,15 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
     group is traced in its own box, a group of several values value by value as trace_regions
     traces an image.
     """
-    groups, hierarchy = cv2.findContours(
-        wrong.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
-    )
     # A hole in a group is left out: what lies in it is a group of its own.
-    outer = [groups[i] for i in np.flatnonzero(hierarchy[0, :, 3] == -1).tolist()]
+    outer = _outer_borders(wrong.view(np.uint8))
     if not _mixed_neighbours(ids, wrong):
-        firsts = np.concatenate([group[0] for group in outer])
+        firsts = np.stack([group[0] for group in outer])
         return _regions(ids[firsts[:, 1], firsts[:, 0]].tolist(), outer)
     values: list[int] = []
     borders: list[np.ndarray] = []
     for group in outer:
-        x, y = group[0, 0].tolist()
+        x, y = group[0].tolist()
         if len(group) == 1:
             values.append(int(ids[y, x]))
             borders.append(group)
@@ -422,7 +413,9 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
             borders += found
         else:
             misses = np.where(own, pixels.astype(np.int64), -1)
-            _trace_borders(misses, (-1,), (x0, y0), None, None, values, borders)
+            found_values, found = _outer_outlines(misses, (-1,), (x0, y0), None)
+            values += found_values
+            borders += found
     return _regions(values, borders)
 
 
