@@ -6,6 +6,6 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension(f"worker.cityscapes.{name}", [f"worker/cityscapes/{name}.c"],
-              extra_compile_args=["-O3"])
+              depends=["worker/cityscapes/_buffers.h"], extra_compile_args=["-O3"])
     for name in ("_unfilter", "_runs", "_fill", "_trace")
 ])

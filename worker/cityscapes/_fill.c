@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_buffers.h"
+
 typedef struct {
     Py_ssize_t top, bottom; /* rows the edge crosses: top <= y < bottom */
     Py_ssize_t x;           /* its column at row top */
@@ -215,10 +217,8 @@ static int fill_polygon(const Canvas *canvas, const int32_t *points, Py_ssize_t 
 
 static int integer_format(const Py_buffer *view)
 {
-    const char *format = view->format ? view->format : "B";
-    if (*format == '@' || *format == '=' || *format == (PY_LITTLE_ENDIAN ? '<' : '>'))
-        format++;
-    return strlen(format) == 1 && strchr("bBhHiIlLqQ", *format) != NULL;
+    int is_signed;
+    return integer_kind(view, &is_signed) == 0;
 }
 
 static PyObject *fill(PyObject *Py_UNUSED(module), PyObject *args)

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "_buffers.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -157,16 +159,12 @@ static int sort_runs(const Runs *runs, Py_ssize_t *order)
 static int scanner_for(const Py_buffer *view,
                        int (**scan)(const void *, Py_ssize_t, Py_ssize_t, Runs *))
 {
-    const char *format = view->format ? view->format : "B";
-    if (*format == '@' || *format == '=' || *format == (PY_LITTLE_ENDIAN ? '<' : '>'))
-        format++;
-    if (strlen(format) != 1)
-        return -1;
     typedef int (*Scan)(const void *, Py_ssize_t, Py_ssize_t, Runs *);
-    char kind = *format;
+    int is_signed;
+    if (integer_kind(view, &is_signed) < 0)
+        return -1;
+    int is_unsigned = !is_signed;
     Py_ssize_t size = view->itemsize;
-    int is_signed = kind == 'b' || kind == 'h' || kind == 'i' || kind == 'l' || kind == 'q';
-    int is_unsigned = kind == 'B' || kind == 'H' || kind == 'I' || kind == 'L' || kind == 'Q';
     if (is_signed && size == 1) *scan = (Scan)scan_i8;
     else if (is_unsigned && size == 1) *scan = (Scan)scan_u8;
     else if (is_signed && size == 2) *scan = (Scan)scan_i16;
@@ -186,9 +184,9 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *ids)
         return NULL;
     int (*scan_rows)(const void *, Py_ssize_t, Py_ssize_t, Runs *);
     if (view.ndim != 2 || scanner_for(&view, &scan_rows) < 0) {
-        PyBuffer_Release(&view);
         PyErr_Format(PyExc_TypeError, "scan wants a 2-D integer image, not %d-D of '%s'",
                      view.ndim, view.format ? view.format : "B");
+        PyBuffer_Release(&view);
         return NULL;
     }
     Py_ssize_t height = view.shape[0], width = view.shape[1];

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_buffers.h"
+
 /* Steps to the 8 neighbours by direction code: 0 right, then counter-clockwise on screen. */
 static const int STEP_X[8] = {1, 1, 0, -1, -1, -1, 0, 1};
 static const int STEP_Y[8] = {0, -1, -1, -1, 0, 1, 1, 1};
@@ -130,22 +132,6 @@ static void join(Py_ssize_t *parent, Py_ssize_t a, Py_ssize_t b)
         parent[a] = b;
 }
 
-static int integer_kind(const Py_buffer *view, int *is_signed)
-{
-    const char *format = view->format ? view->format : "B";
-    if (*format == '@' || *format == '=' || *format == (PY_LITTLE_ENDIAN ? '<' : '>'))
-        format++;
-    if (strlen(format) != 1)
-        return -1;
-    *is_signed = strchr("bhilq", *format) != NULL;
-    if (!*is_signed && strchr("BHIL", *format) == NULL)
-        return -1;
-    if (view->itemsize == 8 && !*is_signed)
-        return -1;
-    return view->itemsize == 1 || view->itemsize == 2 || view->itemsize == 4
-        || view->itemsize == 8 ? 0 : -1;
-}
-
 static PyObject *outlines(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *ids_obj, *arrays[4], *skip_obj;
@@ -173,7 +159,8 @@ static PyObject *outlines(PyObject *Py_UNUSED(module), PyObject *args)
     for (; held < 4; held++)
         if (PyObject_GetBuffer(arrays[held], &runs[held], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
             goto done;
-    if (ids.ndim != 2 || integer_kind(&ids, &is_signed) < 0)
+    if (ids.ndim != 2 || integer_kind(&ids, &is_signed) < 0
+        || (ids.itemsize == 8 && !is_signed)) /* values are read as int64 */
         problem = "ids must be a 2-D image of integers";
     for (int k = 0; k < 4 && !problem; k++)
         if (runs[k].itemsize != 8 || runs[k].len != runs[0].len)
