@@ -201,7 +201,7 @@ def test_outer_borders_are_those_findcontours_traces_on_each_value(dtype):
     for _ in range(400):
         height, width = rng.integers(1, 16, 2)
         ids = rng.integers(-1, rng.integers(1, 5), (height, width)).astype(dtype)
-        values, borders = trace._outer_outlines(ids, (0,), (0, 0), None)
+        values, borders = trace._component_borders(ids, (0,), (0, 0), None)
         assert list(zip(values, (b.tolist() for b in borders))) == findcontours_outlines(ids, 0)
 
 
@@ -211,7 +211,7 @@ def test_outer_borders_of_jagged_scenes_are_those_findcontours_traces():
         ids = pillow_polygons((160, 320), (
             (np.asarray(o["polygon"], float).ravel(), k % 7 * 1000 + k)
             for k, o in enumerate(scene["objects"])))
-        values, borders = trace._outer_outlines(ids, (0,), (0, 0), None)
+        values, borders = trace._component_borders(ids, (0,), (0, 0), None)
         assert list(zip(values, (b.tolist() for b in borders))) == findcontours_outlines(ids, 0)
 
 
@@ -471,3 +471,9 @@ def test_runs_of_a_crop_are_those_of_its_pixels():
 def test_runs_want_a_2d_image_of_integers(bad):
     with pytest.raises(TypeError, match="2-D integer image"):
         trace.value_runs(bad)
+
+
+def test_outer_borders_refuse_runs_of_another_image():
+    ids = grid("1122 2222 3113")
+    with pytest.raises(ValueError, match="runs do not match the image"):
+        trace._component_borders(grid("2112 2222 3113"), (0,), (0, 0), trace.value_runs(ids))

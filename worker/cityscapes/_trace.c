@@ -82,6 +82,11 @@ static int add_point(Points *points, Py_ssize_t x, Py_ssize_t y)
 static int follow_border(const Image *image, Py_ssize_t x0, Py_ssize_t y0, int64_t value,
                          Points *points)
 {
+    if (!same(image, x0, y0, value))
+        return -2; /* runs of another image */
+    /* A border passes each pixel at most four times; more steps would mean a walk that never
+     * closes, which a component's border cannot be. */
+    Py_ssize_t steps_left = 4 * image->height * image->width + 8;
     int s = 4, s_end = 4;
     do {
         s = (s - 1) & 7;
@@ -109,6 +114,8 @@ static int follow_border(const Image *image, Py_ssize_t x0, Py_ssize_t y0, int64
         }
         if (x4 == x0 && y4 == y0 && x3 == x1 && y3 == y1)
             return 0;
+        if (--steps_left == 0)
+            return -2;
         x3 = x4, y3 = y4;
         s = (s + 4) & 7;
     }

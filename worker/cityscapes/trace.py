@@ -160,11 +160,11 @@ def trace_regions(
 ) -> list[Region]:
     """Outlines of every component of every value but `skip`, largest enclosed area first;
     `offset` places `ids` (a crop) in the whole image; `runs` are its value_runs if known."""
-    values, borders = _outer_outlines(ids, skip, offset, runs)
+    values, borders = _component_borders(ids, skip, offset, runs)
     return _regions(values, borders)
 
 
-def _outer_outlines(
+def _component_borders(
     ids: np.ndarray, skip: tuple[int, ...], offset: tuple[int, int], runs: Runs | None
 ) -> tuple[list[int], list[np.ndarray]]:
     """The outer border of every component of every value but `skip`, as findContours traces
@@ -199,7 +199,8 @@ _AREA = attrgetter("area")
 
 
 def _regions(values: list[int], borders: list[np.ndarray]) -> list[Region]:
-    """Regions of these borders ((N, 2) int32 each), largest enclosed area first (equal areas in the order given).
+    """Regions of these borders ((N, 2) int32 each), largest enclosed area first (equal areas in
+    the order given).
 
     The areas are cv2.contourArea's, all at once (shoelace sums of integer vertices: exact); a
     dot or a line (half the regions of a jagged scene) gets its end repeated, a polygon the
@@ -413,7 +414,7 @@ def _trace_misses(ids: np.ndarray, wrong: np.ndarray) -> list[Region]:
             borders += found
         else:
             misses = np.where(own, pixels.astype(np.int64), -1)
-            found_values, found = _outer_outlines(misses, (-1,), (x0, y0), None)
+            found_values, found = _component_borders(misses, (-1,), (x0, y0), None)
             values += found_values
             borders += found
     return _regions(values, borders)
