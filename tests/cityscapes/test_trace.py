@@ -215,6 +215,15 @@ def test_outer_borders_of_jagged_scenes_are_those_findcontours_traces():
         assert list(zip(values, (b.tolist() for b in borders))) == findcontours_outlines(ids, 0)
 
 
+def test_segments_of_random_images_are_the_rle_pycocotools_encodes():
+    """Small values spread over few columns: runs that go on from the bottom of one column to
+    the top of the next, masks that start at the first pixel or end at the last."""
+    rng = np.random.default_rng(13)
+    for _ in range(300):
+        height, width = rng.integers(1, 9, 2)
+        check_segments(rng.integers(0, rng.integers(2, 5), (height, width)).astype(np.uint16))
+
+
 def test_outlines_of_a_crop_are_placed_by_the_offset():
     ids = grid("#### #22# #22# ####")
     placed = trace_regions(ids, offset=(5, 7))
@@ -343,10 +352,10 @@ def test_edge_polygons_of_a_block_and_of_a_block_with_a_hole():
 
 def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(monkeypatch):
     # Twenty values of five lone pixels each, three at the corners of an L 1000 pixels wide:
-    # boxes of a million pixels, of which five are the value's. Cut apart by empty rows, then by
-    # empty columns until no part is sparse, no crop traced is larger than SPARSE_AREA (the
-    # three pixels of a row in one 1x1001 box, the others alone); the masks come from the runs,
-    # not from the columns.
+    # boxes of a million pixels, of which five are the value's. Along pixel edges (COCO), they
+    # are cut apart by empty rows, then by empty columns until no part is sparse: no crop traced
+    # is larger than SPARSE_AREA (the three pixels of a row in one 1x1001 box, the others
+    # alone). Outlines through pixel centres and masks take no boxes at all.
     ids = np.zeros((2048, 2048), np.uint16)
     for value in range(1, 21):
         k = 40 * value
@@ -356,17 +365,16 @@ def test_sparse_values_are_traced_around_their_pixels_not_across_their_boxes(mon
     # left, each of two lone pixels.
     ids[0, 1000] = ids[20, 1780] = 21
     ids[1000, 0] = ids[1780, 20] = 22
-    traced, encoded = [], []
-    find_contours, encode_mask = cv2.findContours, trace.encode_mask
+    traced = []
+    find_contours = cv2.findContours
     monkeypatch.setattr(cv2, "findContours",
                         lambda image, *a, **k: traced.append(image.shape) or find_contours(image, *a, **k))
-    monkeypatch.setattr(trace, "encode_mask",
-                        lambda mask, *a: encoded.append(mask.shape) or encode_mask(mask, *a))
     regions = trace_regions(ids)
-    edges = trace_edge_polygons(ids)
     masks = segments(ids)
+    assert traced == []
+    edges = trace_edge_polygons(ids)
     assert max(h * w for h, w in traced) <= trace.SPARSE_AREA and (1, 1001) in traced
-    assert sum(h * w for h, w in traced) < 2 * 104 * 1001 and encoded == []
+    assert sum(h * w for h, w in traced) < 2 * 104 * 1001
     assert len(regions) == 104 and sum(map(len, edges.values())) == 104 and len(masks) == 22
 
 

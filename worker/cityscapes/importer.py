@@ -125,7 +125,7 @@ def import_item(
     changed = 0
     labels = _ValueLabels(label_map)
     if shapes == "mask":
-        for z, segment in enumerate(segments(ids, boxes=boxes, runs=runs)):
+        for z, segment in enumerate(segments(ids, boxes=boxes)):
             out.append(_shape(labels[segment.value], z, {"type": "mask", "rle": segment.rle}))
     else:
         regions, changed = trace_shapes(ids, runs)
@@ -184,7 +184,7 @@ def coco_annotations(
     counts = np.bincount(ids.ravel())
     crowd = {v for v in boxes if 0 < v < 1000 and label_map.by_id(v).has_instances}
     as_masks = {v: b for v, b in boxes.items() if v in crowd or shapes == "mask"}
-    masks = {s.value: s.rle for s in segments(ids, boxes=as_masks, runs=runs)} if as_masks else {}
+    masks = {s.value: s.rle for s in segments(ids, boxes=as_masks)} if as_masks else {}
     # All values in one call each: a call per value would walk the whole image per value.
     polygons = trace_edge_polygons(ids, {v: b for v, b in boxes.items() if v not in masks}, runs)
     out = []

@@ -24,7 +24,7 @@ import numpy as np
 from worker.cityscapes._fill import fill as fill_regions
 from worker.cityscapes._runs import scan as scan_runs
 from worker.cityscapes._trace import outlines as trace_outlines
-from worker.cityscapes.rle import encode_counts, encode_mask
+from worker.cityscapes.rle import encode_counts
 
 CORRECTION_ROUNDS = 2
 
@@ -441,49 +441,32 @@ def _mixed_neighbours(ids: np.ndarray, wrong: np.ndarray) -> bool:
 
 
 def segments(
-    ids: np.ndarray,
-    skip: tuple[int, ...] = (0,),
-    boxes: dict[int, Box] | None = None,
-    runs: Runs | None = None,
+    ids: np.ndarray, skip: tuple[int, ...] = (0,), boxes: dict[int, Box] | None = None
 ) -> list[Segment]:
-    """Every value but `skip` as one exact mask (COCO RLE): from the columns its box spans, or
-    for a value sparse even in those (far fewer pixels than the columns hold), from its runs
-    (sorting its pixels costs more than comparing columns of a value spread over them)."""
-    out = []
+    """Every value but `skip` (of those `boxes` has, if given) as one exact mask (COCO RLE).
+
+    COCO counts pixels column after column: the runs of the image's columns are the runs of its
+    transpose's rows (value_runs: by value, each value's in column order), so every value's
+    counts come from one pass over the pixels. A run that reaches the bottom of a column and one
+    that starts at the top of the next are one run of COCO's."""
     height, width = ids.shape
-    boxes = value_boxes(ids, runs) if boxes is None else boxes
-    sparse = _sparse_runs(ids, boxes, skip, runs)
-    for value, (x0, _, x1, _) in boxes.items():
-        if value in skip:
+    values, columns, tops, bottoms, firsts = value_runs(np.ascontiguousarray(ids.T))
+    starts = columns * height + tops
+    stops = columns * height + bottoms + 1
+    bounds = np.append(firsts, len(values)).tolist()
+    out = []
+    for k, value in enumerate(values[firsts].tolist()):
+        if value in skip or (boxes is not None and value not in boxes):
             continue
-        rows, cols, ends = sparse.get(value, (None, None, None))
-        if cols is not None and height * (x1 - x0 + 1) > SPARSE_RATIO * int((ends - cols + 1).sum()):
-            rle = {"size": [height, width], "counts": encode_counts(_column_runs(rows, cols, ends, height, width))}
-        else:
-            rle = encode_mask(ids[:, x0 : x1 + 1] == value, x0, width)
-        out.append(Segment(value, rle))
+        first, last = starts[bounds[k] : bounds[k + 1]], stops[bounds[k] : bounds[k + 1]]
+        opens = np.ones(len(first), bool)
+        opens[1:] = first[1:] != last[:-1]
+        closes = np.append(opens[1:], True)
+        edges = np.empty(2 * int(opens.sum()) + 2, np.int64)
+        edges[0], edges[-1] = 0, height * width
+        edges[1:-1:2], edges[2:-1:2] = first[opens], last[closes]
+        counts = np.diff(edges).tolist()
+        if not counts[-1]:
+            counts.pop()
+        out.append(Segment(value, {"size": [height, width], "counts": encode_counts(counts)}))
     return out
-
-
-def _column_runs(rows: np.ndarray, cols: np.ndarray, ends: np.ndarray, height: int, width: int) -> list[int]:
-    """COCO's column-major run lengths (0s first) of the pixels of these row runs.
-
-    Runs in image order (as value_runs keeps them within a value) give pixels whose rows
-    ascend, so a stable sort by column alone (a radix sort, for columns below 2^16) orders them
-    column-major; any other order is sorted whole.
-    """
-    lengths = ends - cols + 1
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    x = cols[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    by_column = np.argsort(x.astype(np.uint16) if width <= 1 << 16 else x, kind="stable")
-    index = x[by_column].astype(np.int64) * height + rows[owner][by_column]
-    if np.any(index[1:] <= index[:-1]):
-        index = np.sort(index)
-    breaks = np.flatnonzero(np.diff(index) > 1) + 1
-    starts = index[np.concatenate(([0], breaks))]
-    stops = index[np.concatenate((breaks - 1, [len(index) - 1]))] + 1
-    bounds = np.empty(2 * len(starts) + 2, np.int64)
-    bounds[0], bounds[-1] = 0, height * width
-    bounds[1:-1:2], bounds[2:-1:2] = starts, stops
-    runs = np.diff(bounds).tolist()
-    return runs if runs[-1] else runs[:-1]
