@@ -159,11 +159,20 @@ def decode_mask_box(rle: dict[str, Any]) -> tuple[int, int, np.ndarray]:
     return x0, y0, rows.reshape(box_height, box_width)
 
 
+_OPENCV_TYPES = frozenset(map(np.dtype, (np.uint8, np.int8, np.uint16, np.int16, np.int32)))
+
+
+def transposed(image: np.ndarray) -> np.ndarray:
+    """A 2-D array's transpose, C-contiguous: COCO counts pixels column after column. OpenCV's
+    transpose is several times faster than numpy's copy of a view, for the types it has."""
+    if image.size and image.dtype in _OPENCV_TYPES:
+        return cv2.transpose(np.ascontiguousarray(image))
+    return np.ascontiguousarray(image.T)
+
+
 def mask_runs(mask: np.ndarray) -> list[int]:
     """COCO's uncompressed counts of a (height, width) bool mask: column-major runs, 0s first."""
-    # Column-major: OpenCV's transpose is several times faster than numpy's copy of a view.
-    mask = np.ascontiguousarray(mask, np.bool_).view(np.uint8)
-    flat = cv2.transpose(mask).reshape(-1) if mask.size else mask.reshape(-1)
+    flat = transposed(np.asarray(mask, np.bool_).view(np.uint8)).reshape(-1)
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], edges, [flat.size]))
     runs = np.diff(bounds).tolist()

@@ -24,7 +24,7 @@ import numpy as np
 from worker.cityscapes._fill import fill as fill_regions
 from worker.cityscapes._runs import scan as scan_runs
 from worker.cityscapes._trace import outlines as trace_outlines
-from worker.cityscapes.rle import encode_counts
+from worker.cityscapes.rle import encode_counts, transposed
 
 CORRECTION_ROUNDS = 2
 
@@ -450,7 +450,7 @@ def segments(
     counts come from one pass over the pixels. A run that reaches the bottom of a column and one
     that starts at the top of the next are one run of COCO's."""
     height, width = ids.shape
-    values, columns, tops, bottoms, firsts = value_runs(np.ascontiguousarray(ids.T))
+    values, columns, tops, bottoms, firsts = value_runs(transposed(ids))
     starts = columns * height + tops
     stops = columns * height + bottoms + 1
     bounds = np.append(firsts, len(values)).tolist()
