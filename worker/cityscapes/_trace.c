@@ -7,10 +7,10 @@
  *
  * ids: a C-contiguous 2-D integer image (as _runs.c reads it); values, rows, cols, ends: its runs
  * (value_runs: int64, grouped by value, in image order within a value); skip: a tuple of values
- * whose components are left out. The first bytearray holds four int64 arrays of n, one for each
- * component in order of value, then of its first pixel in image order: its value, the row and
- * column of that first pixel, and its border's number of vertices; the second holds the
- * vertices (x, y) as int32, component after component.
+ * whose components are left out. The first bytearray holds two int64 arrays of n, one entry for
+ * each component in order of value, then of its first pixel in image order: its value, and its
+ * border's number of vertices; the second holds the vertices (x, y) as int32, component after
+ * component.
  *
  * Components are joined from runs (runs of one value on neighbouring rows that overlap or touch
  * at a corner), each rooted at its first run. A border is followed from the component's first
@@ -181,7 +181,8 @@ static PyObject *outlines(PyObject *Py_UNUSED(module), PyObject *args)
                   *ends = runs[3].buf;
     Py_ssize_t n = runs[0].len / 8;
     Py_ssize_t *parent = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
-    int64_t *found = PyMem_RawMalloc((size_t)(n ? n : 1) * 4 * sizeof(int64_t));
+    /* each component's value, then each one's number of vertices: the table returned */
+    int64_t *found = PyMem_RawMalloc((size_t)(n ? n : 1) * 2 * sizeof(int64_t));
     Points points = {NULL, 0, 0};
     Py_ssize_t components = 0;
     int status = parent == NULL || found == NULL ? -1 : 0;
@@ -222,21 +223,20 @@ static PyObject *outlines(PyObject *Py_UNUSED(module), PyObject *args)
                 continue;
             Py_ssize_t before = points.n;
             status = follow_border(&image, cols[i], rows[i], values[i], &points);
-            int64_t *row = found + 4 * components++;
-            row[0] = values[i], row[1] = rows[i], row[2] = cols[i], row[3] = points.n - before;
+            found[components] = values[i];
+            found[n + components++] = points.n - before;
         }
         group = end;
     }
     Py_END_ALLOW_THREADS
     if (status == 0) {
-        PyObject *table = PyByteArray_FromStringAndSize(NULL, components * 4 * 8);
+        PyObject *table = PyByteArray_FromStringAndSize(NULL, components * 2 * 8);
         PyObject *vertices = PyByteArray_FromStringAndSize((const char *)points.points,
                                                            points.n * 2 * 4);
         if (table != NULL && vertices != NULL) {
             int64_t *out = (int64_t *)PyByteArray_AS_STRING(table);
-            for (Py_ssize_t c = 0; c < components; c++) /* columns, one after the other */
-                for (int k = 0; k < 4; k++)
-                    out[k * components + c] = found[4 * c + k];
+            memcpy(out, found, (size_t)components * 8);
+            memcpy(out + components, found + n, (size_t)components * 8);
             result = Py_BuildValue("(NNn)", table, vertices, components);
         } else {
             Py_XDECREF(table);

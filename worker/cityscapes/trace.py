@@ -174,7 +174,7 @@ def _component_borders(
     values, rows, cols, ends, _ = value_runs(ids) if runs is None else runs
     table, vertices, count = trace_outlines(ids, values, rows, cols, ends,
                                             tuple(int(v) for v in skip))
-    found, _, _, lengths = np.frombuffer(table, np.int64).reshape(4, count)
+    found, lengths = np.frombuffer(table, np.int64).reshape(2, count)
     points = np.frombuffer(vertices, np.int32).reshape(-1, 2)
     if offset != (0, 0):
         points = points + np.array(offset, np.int32)
