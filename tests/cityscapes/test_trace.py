@@ -276,8 +276,8 @@ def test_dots_and_lines_trace_as_polygons_of_three_vertices_the_fewest_the_expor
 
 
 def test_regions_without_area_redraw_as_pillow_draws_them():
-    """Dots, lines in all eight directions, collinear triples and an L, drawn last as regions
-    without area are: redraw sets the dots and lines at once, and must paint Pillow's pixels."""
+    """Dots, lines in all eight directions, collinear triples and an L, as regions without area
+    (drawn last, as such regions are): redraw must paint Pillow's pixels."""
     polygons = [
         [[3, 3], [3, 3], [3, 3]],  # a dot
         *([[x, y], [x + dx * 4, y + dy * 4], [x + dx * 4, y + dy * 4]]  # apart, as components are

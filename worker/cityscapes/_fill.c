@@ -11,9 +11,8 @@
  *
  * A traced outline has its vertices on pixel centres and its edges along rows, columns or
  * diagonals, on the image (an edge of another slope, or a vertex off the image, raises
- * ValueError). For such a polygon the painted pixels
- * are its edges' own pixels and the pixels inside it: those between each pair of its edges'
- * crossings of a row (both ends included), crossings taken with the usual half-open rule (an
+ * ValueError). For such a polygon the painted pixels are its edges' own pixels and the pixels
+ * inside it: those between each pair of its edges' crossings of a row (both ends included), crossings taken with the usual half-open rule (an
  * edge counts from its top row to the row before its bottom one), so that a vertex is never
  * counted twice. A crossing is the pixel of its edge on that row, so what spans leave of the
  * edges is the vertices and the edges along rows, painted as such.
@@ -28,7 +27,7 @@
 
 typedef struct {
     Py_ssize_t top, bottom; /* rows the edge crosses: top <= y < bottom */
-    Py_ssize_t x;           /* its column at row top */
+    Py_ssize_t x;           /* its column at the row being filled */
     int slope;              /* column change a row down: -1, 0 or 1 */
 } Edge;
 
@@ -57,16 +56,10 @@ static void store64(uint64_t *restrict p, Py_ssize_t n, uint64_t v)
         p[i] = v;
 }
 
+/* Columns x0 to x1 of row y, all on the image: fill_polygon checks every vertex first, and an
+ * edge's pixels and crossings lie between its vertices. */
 static inline void paint_span(const Canvas *canvas, Py_ssize_t y, Py_ssize_t x0, Py_ssize_t x1)
 {
-    if (y < 0 || y >= canvas->height)
-        return;
-    if (x0 < 0)
-        x0 = 0;
-    if (x1 >= canvas->width)
-        x1 = canvas->width - 1;
-    if (x0 > x1)
-        return;
     uint8_t *row = canvas->pixels + y * canvas->width * canvas->itemsize;
     Py_ssize_t n = x1 - x0 + 1;
     switch (canvas->itemsize) {
@@ -226,28 +219,20 @@ static PyObject *fill(PyObject *Py_UNUSED(module), PyObject *args)
     PyObject *drawn_obj, *points_obj, *lengths_obj, *values_obj;
     if (!PyArg_ParseTuple(args, "OOOO", &drawn_obj, &points_obj, &lengths_obj, &values_obj))
         return NULL;
-    Py_buffer drawn, points, lengths, values;
-    if (PyObject_GetBuffer(drawn_obj, &drawn, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(points_obj, &points, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&drawn);
-        return NULL;
+    PyObject *objects[4] = {drawn_obj, points_obj, lengths_obj, values_obj};
+    Py_buffer views[4];
+    for (int k = 0; k < 4; k++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (k == 0 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objects[k], &views[k], flags) < 0) {
+            while (k--)
+                PyBuffer_Release(&views[k]);
+            return NULL;
+        }
     }
-    if (PyObject_GetBuffer(lengths_obj, &lengths, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&drawn);
-        PyBuffer_Release(&points);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(values_obj, &values, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&drawn);
-        PyBuffer_Release(&points);
-        PyBuffer_Release(&lengths);
-        return NULL;
-    }
+    Py_buffer drawn = views[0], points = views[1], lengths = views[2], values = views[3];
     const char *problem = NULL;
     Py_ssize_t polygons = lengths.len / 8, total = 0;
-    if (drawn.ndim != 2 || !integer_format(&drawn)
-        || (drawn.itemsize != 1 && drawn.itemsize != 2 && drawn.itemsize != 4 && drawn.itemsize != 8))
+    if (drawn.ndim != 2 || !integer_format(&drawn))
         problem = "drawn must be a 2-D image of integers";
     else if (points.itemsize != 4 || !integer_format(&points) || points.len % 8)
         problem = "points must be int32 pairs";
@@ -282,10 +267,8 @@ static PyObject *fill(PyObject *Py_UNUSED(module), PyObject *args)
         Py_END_ALLOW_THREADS
         free_scratch(&scratch);
     }
-    PyBuffer_Release(&drawn);
-    PyBuffer_Release(&points);
-    PyBuffer_Release(&lengths);
-    PyBuffer_Release(&values);
+    for (int k = 0; k < 4; k++)
+        PyBuffer_Release(&views[k]);
     if (problem) {
         PyErr_SetString(PyExc_TypeError, problem);
         return NULL;

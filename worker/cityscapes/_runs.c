@@ -201,7 +201,8 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *ids)
     PyObject *out = failed ? NULL : PyByteArray_FromStringAndSize(NULL, 4 * n * 8);
     if (out != NULL)
         order = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
-    if (out != NULL && order != NULL && sort_runs(&runs, order) == 0) {
+    failed = out == NULL || order == NULL || sort_runs(&runs, order) < 0;
+    if (!failed) {
         int64_t *columns = (int64_t *)PyByteArray_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS
         for (int j = 0; j < 4; j++) {
@@ -211,9 +212,6 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *ids)
                 to[k] = from[order[k]];
         }
         Py_END_ALLOW_THREADS
-        failed = 0;
-    } else {
-        failed = 1;
     }
     free_runs(&runs);
     PyMem_RawFree(order);
